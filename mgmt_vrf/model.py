@@ -1,0 +1,123 @@
+"""The desired state of one host, as validated from the fleet file."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from ipaddress import (
+    IPv4Address,
+    IPv4Interface,
+    IPv4Network,
+    IPv6Address,
+    IPv6Interface,
+    IPv6Network,
+)
+from typing import Literal
+
+Backend = Literal["auto", "networkmanager", "network-scripts"]
+State = Literal["present", "absent"]
+
+# The lowest priority a route can have: the `unreachable default` we add to each VRF
+# table sits here, so any real default route wins and lookups never fall through to main.
+UNREACHABLE_METRIC = 4278198272
+
+
+@dataclass(frozen=True)
+class Interface:
+    """A NIC as the fleet file describes it."""
+
+    name: str
+    ipv4: IPv4Interface | None = None
+    ipv6: IPv6Interface | None = None
+    gateway4: IPv4Address | None = None
+    gateway6: IPv6Address | None = None
+    # True for the interface whose gateways are the main table's default routes.
+    main_default: bool = False
+
+
+@dataclass(frozen=True)
+class Route:
+    """A static route inside a VRF table."""
+
+    to: IPv4Network | IPv6Network
+    via: IPv4Address | IPv6Address
+
+    @property
+    def family(self) -> int:
+        return self.to.version
+
+
+@dataclass(frozen=True)
+class Vrf:
+    """A VRF device, its routing table and the ports enslaved to it."""
+
+    name: str
+    table: int
+    ports: tuple[str, ...]
+    gateway4: IPv4Address | None = None
+    gateway6: IPv6Address | None = None
+    routes: tuple[Route, ...] = ()
+    state: State = "present"
+
+    @property
+    def present(self) -> bool:
+        return self.state == "present"
+
+
+@dataclass(frozen=True)
+class Ssh:
+    address: str
+    user: str | None = None
+    port: int | None = None
+    key: str | None = None
+    known_hosts_file: str | None = None
+    # pyinfra's own default (accept-new) keeps host-key checking on; "no" is never our default.
+    strict_host_key_checking: str | None = None
+
+
+@dataclass(frozen=True)
+class HostSpec:
+    """Everything the deploy needs to converge one host."""
+
+    name: str
+    ssh: Ssh
+    interfaces: tuple[Interface, ...] = ()
+    vrfs: tuple[Vrf, ...] = ()
+    groups: tuple[str, ...] = ()
+    backend: Backend = "auto"
+    # tcp/udp_l3mdev_accept=1 lets a global sshd answer through a VRF port too: no lockout.
+    l3mdev_accept: bool = True
+    extra: dict[str, object] = field(default_factory=dict, compare=False)
+
+    def interface(self, name: str) -> Interface | None:
+        for iface in self.interfaces:
+            if iface.name == name:
+                return iface
+        return None
+
+    @property
+    def present_vrfs(self) -> tuple[Vrf, ...]:
+        return tuple(v for v in self.vrfs if v.present)
+
+    @property
+    def absent_vrfs(self) -> tuple[Vrf, ...]:
+        return tuple(v for v in self.vrfs if not v.present)
+
+    def vrf_of_port(self, port: str) -> Vrf | None:
+        for vrf in self.present_vrfs:
+            if port in vrf.ports:
+                return vrf
+        return None
+
+    @property
+    def main_default_interface(self) -> Interface | None:
+        for iface in self.interfaces:
+            if iface.main_default:
+                return iface
+        return None
+
+    def to_json(self) -> dict[str, object]:
+        """Fleet-file shaped dict; `pyinfra ... debug-inventory` prints host data through it."""
+        # Imported here: fleet_file imports this module, and owns the serialised shape.
+        from .fleet_file import spec_to_data
+
+        return spec_to_data(self)

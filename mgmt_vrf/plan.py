@@ -1,0 +1,282 @@
+"""From a host's desired spec and its combined fact to the ordered changes that converge it.
+
+`plan()` is pure: it never talks to a host. An empty plan means the host is converged.
+Order: runtime sysctls that keep ssh answering, then files (so a host that dies half-way
+boots into the desired state), then the kernel's network state step by step.
+"""
+
+from __future__ import annotations
+
+import difflib
+import posixpath
+from dataclasses import dataclass, field
+
+from . import paths, render
+from .commands import Argv, to_shell
+from .hoststate import HostState
+from .model import HostSpec
+from .steps import Step, commands_for, present_steps, teardown_steps
+
+MODE_KEYFILE = "0600"  # NetworkManager ignores keyfiles readable by others
+MODE_CONFIG = "0644"
+MODE_SCRIPT = "0755"
+
+
+@dataclass(frozen=True)
+class WriteFile:
+    path: str
+    content: str
+    mode: str
+    old: str | None  # current content, None when the file is new
+    why: str
+
+    def diff(self) -> list[str]:
+        return unified_diff(self.path, self.old, self.content)
+
+
+@dataclass(frozen=True)
+class RemoveFile:
+    path: str
+    why: str
+    old: str | None = None  # known content, for the diff; None when only its existence is known
+
+    def diff(self) -> list[str]:
+        return unified_diff(self.path, self.old, None) if self.old is not None else []
+
+
+@dataclass(frozen=True)
+class RunCommand:
+    argv: Argv
+    why: str
+
+    @property
+    def shell(self) -> str:
+        return to_shell(self.argv)
+
+
+Change = WriteFile | RemoveFile | RunCommand
+
+
+@dataclass(frozen=True)
+class Plan:
+    host: str
+    backend: str
+    changes: tuple[Change, ...] = field(default=())
+
+    @property
+    def converged(self) -> bool:
+        return not self.changes
+
+    def describe(self) -> list[str]:
+        """What a human reviews in a dry run: each command and each file diff, in order."""
+        lines: list[str] = []
+        for change in self.changes:
+            if isinstance(change, RunCommand):
+                lines.append(f"$ {change.shell}    # {change.why}")
+            elif isinstance(change, WriteFile):
+                verb = "create" if change.old is None else "update"
+                lines.append(f"{verb} {change.path} (mode {change.mode}) # {change.why}")
+                lines += ["    " + line for line in change.diff()]
+            else:
+                lines.append(f"remove {change.path} (backup in {paths.BACKUP_DIR}) # {change.why}")
+                lines += ["    " + line for line in change.diff()]
+        return lines
+
+
+def unified_diff(path: str, old: str | None, new: str | None) -> list[str]:
+    return [
+        line.rstrip("\n")
+        for line in difflib.unified_diff(
+            (old or "").splitlines(keepends=True),
+            (new or "").splitlines(keepends=True),
+            fromfile=path if old is not None else "/dev/null",
+            tofile=path if new is not None else "/dev/null",
+        )
+    ]
+
+
+def resolve_backend(spec: HostSpec, state: HostState) -> str:
+    """`auto` follows the host: NetworkManager when installed (every AlmaLinux 9, default 8),
+    the legacy network-scripts only when they are there without NetworkManager."""
+    if spec.backend != "auto":
+        return spec.backend
+    if not state.network_manager.installed and state.network_scripts_installed:
+        return "network-scripts"
+    return "networkmanager"
+
+
+def desired_files(spec: HostSpec, backend: str) -> dict[str, tuple[str, str, str] | None]:
+    """Path -> (content, mode, why) to write, or None to remove. Paths not listed are left alone."""
+    files: dict[str, tuple[str, str, str] | None] = {}
+    present = spec.present_vrfs
+    ports_in_use = {p for vrf in present for p in vrf.ports}
+    for vrf in spec.absent_vrfs:
+        files[paths.keyfile(vrf.name)] = None
+        for port in vrf.ports:
+            iface = spec.interface(port)
+            if port in ports_in_use or iface is None:
+                continue
+            files[paths.ifcfg(port)] = (
+                render.port_ifcfg(iface, None, backend),
+                MODE_CONFIG,
+                f"{port} leaves VRF {vrf.name}: plain profile",
+            )
+            files[paths.route4(port)] = None
+            files[paths.route6(port)] = None
+    for vrf in present:
+        if backend == "networkmanager":
+            files[paths.keyfile(vrf.name)] = (
+                render.vrf_keyfile(vrf),
+                MODE_KEYFILE,
+                f"VRF device {vrf.name} (table {vrf.table}) for NetworkManager",
+            )
+        else:
+            files[paths.keyfile(vrf.name)] = None
+        for port in vrf.ports:
+            iface = spec.interface(port)
+            if iface is None:
+                continue
+            files[paths.ifcfg(port)] = (
+                render.port_ifcfg(iface, vrf, backend),
+                MODE_CONFIG,
+                f"the one profile of {port}, port of VRF {vrf.name}",
+            )
+            for family, path in ((4, paths.route4(port)), (6, paths.route6(port))):
+                lines = render.port_route_lines(iface, vrf, family, backend)
+                files[path] = (
+                    (render.route_file(lines), MODE_CONFIG, f"IPv{family} routes of {port}")
+                    if lines
+                    else None
+                )
+    if present:
+        files[paths.SYSCTL_DROPIN] = (
+            render.sysctl_dropin(spec),
+            MODE_CONFIG,
+            "l3mdev and keep_addr_on_down sysctls at boot",
+        )
+        files[paths.CONVERGE_SCRIPT] = (
+            render.converge_script(spec),
+            MODE_SCRIPT,
+            "boot-time converge (replaces rc.local)",
+        )
+        files[paths.UNIT] = (render.unit(spec), MODE_CONFIG, "runs the converge script at boot")
+    else:
+        for path in (paths.SYSCTL_DROPIN, paths.CONVERGE_SCRIPT, paths.UNIT):
+            files[path] = None
+    return files
+
+
+def _conflicting_profiles(spec: HostSpec, state: HostState) -> list[tuple[str, str]]:
+    """Other profiles for a device we own: NetworkManager activates one profile per device and
+    picks unpredictably (the blog's ifcfg-vrf.eth2 beside ifcfg-eth2). Returns (path, device)."""
+    owned: dict[str, str] = {}
+    for vrf in spec.present_vrfs:
+        owned[vrf.name] = paths.keyfile(vrf.name)
+        for port in vrf.ports:
+            owned[port] = paths.ifcfg(port)
+    found = []
+    for profile in state.profiles:
+        if profile.device in owned and profile.path != owned[profile.device]:
+            found.append((profile.path, profile.device))
+    return sorted(found)
+
+
+def _companions(profile_path: str) -> list[str]:
+    """Route and rule files that belong to an ifcfg profile (route-NAME for ifcfg-NAME)."""
+    directory, base = posixpath.split(profile_path)
+    if not base.startswith("ifcfg-"):
+        return []
+    name = base[len("ifcfg-") :]
+    return [
+        posixpath.join(directory, f"{kind}-{name}") for kind in ("route", "route6", "rule", "rule6")
+    ]
+
+
+def _file_changes(
+    spec: HostSpec, state: HostState, backend: str
+) -> tuple[list[Change], bool, bool]:
+    """File changes, and whether NetworkManager profiles / systemd units changed."""
+    changes: list[Change] = []
+    profiles_changed = False
+    units_changed = False
+    for path, desired in desired_files(spec, backend).items():
+        current = state.file(path)
+        if desired is None:
+            if current.exists:
+                changes.append(RemoveFile(path, "no longer wanted", current.text))
+            else:
+                continue
+        else:
+            content, mode, why = desired
+            if current.exists and current.text == content:
+                continue
+            changes.append(
+                WriteFile(path, content, mode, current.text if current.exists else None, why)
+            )
+        if path.startswith((paths.NETWORK_SCRIPTS, paths.SYSTEM_CONNECTIONS)):
+            profiles_changed = True
+        if path in (paths.UNIT, paths.CONVERGE_SCRIPT):
+            units_changed = True
+    for path, device in _conflicting_profiles(spec, state):
+        known = state.file(path)
+        changes.append(
+            RemoveFile(
+                path,
+                f"second profile for {device}: NetworkManager would activate only one",
+                known.text if known.exists else None,
+            )
+        )
+        for companion in _companions(path):
+            changes.append(
+                RemoveFile(companion, f"belongs to the removed profile {posixpath.basename(path)}")
+            )
+        profiles_changed = True
+    return changes, profiles_changed, units_changed
+
+
+def _service_changes(
+    spec: HostSpec, state: HostState, profiles_changed: bool, units_changed: bool
+) -> list[Change]:
+    changes: list[Change] = []
+    if profiles_changed and state.network_manager.running:
+        changes.append(
+            RunCommand(("nmcli", "connection", "reload"), "NetworkManager rereads the profiles")
+        )
+    if units_changed and state.systemd_running:
+        changes.append(RunCommand(("systemctl", "daemon-reload"), "systemd rereads our unit"))
+    wants_dir = posixpath.dirname(paths.UNIT_WANTS_LINK)
+    if spec.present_vrfs and not state.unit_enabled:
+        changes.append(RunCommand(("mkdir", "-p", wants_dir), "enable the boot unit"))
+        changes.append(
+            RunCommand(("ln", "-sfn", paths.UNIT, paths.UNIT_WANTS_LINK), "enable the boot unit")
+        )
+    elif not spec.present_vrfs and state.unit_enabled:
+        changes.append(RunCommand(("rm", "-f", paths.UNIT_WANTS_LINK), "disable the boot unit"))
+    return changes
+
+
+def _step_changes(steps: list[Step], state: HostState) -> list[Change]:
+    changes: list[Change] = []
+    for step in steps:
+        if step.holds(state):
+            continue
+        for argv in commands_for(step, state):
+            changes.append(RunCommand(argv, step.what))
+    return changes
+
+
+def plan(spec: HostSpec, state: HostState) -> Plan:
+    backend = resolve_backend(spec, state)
+    runtime = present_steps(spec)
+    # Sysctls lead: with tcp_l3mdev_accept=1 our own ssh session survives the port's move.
+    sysctl_steps = [s for s in runtime if s.early]
+    network_steps = [s for s in runtime if not s.early]
+
+    files, profiles_changed, units_changed = _file_changes(spec, state, backend)
+    changes: list[Change] = []
+    changes += _step_changes(sysctl_steps, state)
+    changes += files
+    changes += _service_changes(spec, state, profiles_changed, units_changed)
+    changes += _step_changes(network_steps, state)
+    changes += _step_changes(teardown_steps(spec), state)
+    return Plan(spec.name, backend, tuple(changes))

@@ -1,0 +1,69 @@
+"""Checks of a host's real state against its spec that must pass before anything changes.
+
+A fleet file can be valid and still not fit the host (a NIC named ens3 where the file says
+eth2). Such a host is refused with a message naming the host and the fleet key, and is not
+touched; the rest of the fleet goes on.
+"""
+
+from __future__ import annotations
+
+from .hoststate import HostState
+from .model import HostSpec
+
+
+def host_problems(spec: HostSpec, state: HostState) -> list[str]:
+    where = f"host {spec.name}"
+    if not state.links:
+        return [
+            f"{where}: the combined fact found no network devices; is iproute2 (`ip`) installed "
+            "and does `ip -j link show` work there?"
+        ]
+    problems = []
+    have = ", ".join(sorted(state.links))
+    owned_tables = {vrf.table: vrf.name for vrf in spec.present_vrfs}
+    for vrf in spec.present_vrfs:
+        link = state.links.get(vrf.name)
+        if link is not None and not link.is_vrf:
+            problems.append(
+                f"{where}: vrfs.{vrf.name}: a {link.kind or 'network'} device named {vrf.name} "
+                "already exists and is not a VRF; choose another VRF name or remove that device"
+            )
+        for port in vrf.ports:
+            plink = state.links.get(port)
+            if plink is None:
+                problems.append(
+                    f"{where}: vrfs.{vrf.name}.ports: {port} does not exist on the host (it has "
+                    f"{have}); fix the interface name in the fleet file"
+                )
+                continue
+            master = state.links.get(plink.master) if plink.master else None
+            if master is not None and not master.is_vrf:
+                problems.append(
+                    f"{where}: vrfs.{vrf.name}.ports: {port} is a port of {master.name} "
+                    f"({master.kind or 'unknown kind'}); release it there first, we only move "
+                    "ports between VRFs"
+                )
+    for name, link in state.vrf_links.items():
+        owner = owned_tables.get(link.vrf_table or -1)
+        if owner is not None and owner != name:
+            problems.append(
+                f"{where}: vrfs.{owner}.table: table {link.vrf_table} already belongs to VRF "
+                f"{name} on the host; pick another table or mark {name} absent in the fleet file"
+            )
+    service = spec.main_default_interface
+    if service is not None and service.name not in state.links:
+        problems.append(
+            f"{where}: interfaces.{service.name}: the main-default interface does not exist on "
+            f"the host (it has {have})"
+        )
+    if spec.backend == "networkmanager" and not state.network_manager.installed:
+        problems.append(
+            f"{where}: backend: 'networkmanager' is set but NetworkManager is not installed; "
+            "use backend = 'network-scripts' or 'auto'"
+        )
+    if spec.backend == "network-scripts" and not state.network_scripts_installed:
+        problems.append(
+            f"{where}: backend: 'network-scripts' is set but the legacy network-scripts package "
+            "is not installed; use backend = 'networkmanager' or 'auto'"
+        )
+    return problems

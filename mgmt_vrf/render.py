@@ -1,0 +1,109 @@
+"""Contents of every file we push, rendered from the templates in files/."""
+
+from __future__ import annotations
+
+import shlex
+import uuid
+from pathlib import Path
+
+import jinja2
+
+from . import paths
+from .model import HostSpec, Interface, Vrf
+from .steps import l3mdev_sysctls, port_sysctls, present_steps
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "files"
+HEADER = (
+    "Managed by mgmt-vrf (pyinfra). Edits here are replaced on the next deploy; "
+    f"earlier versions are kept in {paths.BACKUP_DIR}."
+)
+# Stable per VRF name, so re-rendering never changes the file and NetworkManager keeps the
+# same connection across deploys.
+_UUID_NAMESPACE = uuid.UUID("6f2a4c1e-0d3b-5e7f-9a41-2c8d5b7e1f30")
+
+_env = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(str(TEMPLATES)),
+    keep_trailing_newline=True,
+    undefined=jinja2.StrictUndefined,
+    autoescape=False,
+)
+
+
+def _render(template: str, **values: object) -> str:
+    return _env.get_template(template).render(header=HEADER, **values)
+
+
+def vrf_keyfile(vrf: Vrf) -> str:
+    return _render(
+        "vrf.nmconnection.j2", vrf=vrf, uuid=uuid.uuid5(_UUID_NAMESPACE, f"vrf:{vrf.name}")
+    )
+
+
+def port_ifcfg(iface: Interface, vrf: Vrf | None, backend: str) -> str:
+    """The one profile of a port. With NetworkManager the port's gateways go in the profile
+    (NetworkManager puts them in the VRF's table); initscripts would put them in the main
+    table, so for them the defaults live in the route files with an explicit table."""
+    with_gateway = vrf is not None and backend == "networkmanager"
+    return _render(
+        "ifcfg-port.j2",
+        iface=iface,
+        vrf=vrf,
+        gateway4=vrf.gateway4 if with_gateway and vrf and iface.ipv4 else None,
+        gateway6=vrf.gateway6 if with_gateway and vrf and iface.ipv6 else None,
+    )
+
+
+def port_route_lines(iface: Interface, vrf: Vrf, family: int, backend: str) -> list[str]:
+    lines = []
+    subnet = iface.ipv4 if family == 4 else iface.ipv6
+    if subnet is None:
+        return []
+    gateway = vrf.gateway4 if family == 4 else vrf.gateway6
+    if backend != "networkmanager" and gateway is not None and gateway in subnet.network:
+        lines.append(f"default via {gateway} table {vrf.table}")
+    for route in vrf.routes:
+        # A route belongs to the port whose subnet holds its next hop.
+        if route.family == family and route.via in subnet.network:
+            lines.append(f"{route.to} via {route.via} table {vrf.table}")
+    return lines
+
+
+def route_file(lines: list[str]) -> str:
+    return _render("route-port.j2", lines=lines)
+
+
+def sysctl_dropin(spec: HostSpec) -> str:
+    values = {**l3mdev_sysctls(spec), **port_sysctls(spec)}
+    # sysctl.d takes "/" separators so interface names with dots (eth0.100) stay intact.
+    items = [(_slash_key(k), v) for k, v in values.items()]
+    return _render("sysctl.conf.j2", sysctls=items)
+
+
+def _slash_key(key: str) -> str:
+    head = "net.ipv6.conf."
+    if key.startswith(head):
+        dev, _, leaf = key[len(head) :].rpartition(".")
+        return f"net/ipv6/conf/{dev}/{leaf}"
+    return key
+
+
+def converge_script(spec: HostSpec) -> str:
+    steps = [
+        {
+            "what": step.what,
+            "what_quoted": shlex.quote(step.what),
+            "shell_check": step.shell_check,
+            "repair": step.repair_lines(),
+        }
+        for step in present_steps(spec)
+        if step.repair_lines()
+    ]
+    return _render("mgmt-vrf-converge.sh.j2", steps=steps, vrfs=_vrf_names(spec))
+
+
+def unit(spec: HostSpec) -> str:
+    return _render("mgmt-vrf.service.j2", script=paths.CONVERGE_SCRIPT, vrfs=_vrf_names(spec))
+
+
+def _vrf_names(spec: HostSpec) -> str:
+    return ", ".join(v.name for v in spec.present_vrfs)

@@ -1,0 +1,579 @@
+"""The runtime state a host must reach, as ordered steps.
+
+Each step knows three things about one piece of kernel state: how to tell from the combined
+fact whether it already holds (used by the planner), how to tell the same thing on the host
+in POSIX sh (used by the boot-time converge script), and the commands that make it hold.
+Both the plan and the script are built from this one list, so they cannot disagree on what
+"converged" means or in which order repairs happen.
+
+Order matters because the host must keep answering between steps:
+l3mdev sysctls first (a global sshd then still accepts connections arriving through the
+VRF port), then the main table's service defaults (added before anything is removed), the
+VRF devices and their fall-through guard, the removal of stray main-table defaults through
+VRF ports, the enslaving of ports, and last the VRF tables' own routes.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Callable
+from dataclasses import dataclass
+from ipaddress import IPv4Interface, IPv6Interface, ip_network
+
+from .commands import Argv, to_shell
+from .hoststate import MAIN_TABLE, HostState, RouteEntry
+from .model import UNREACHABLE_METRIC, HostSpec, Interface, Vrf
+
+Check = Callable[[HostState], bool]
+
+
+@dataclass(frozen=True)
+class Step:
+    what: str  # a sentence for logs: "create VRF mgmt0 with table 10"
+    holds: Check  # True when the fact shows this step is already done
+    commands: tuple[Argv, ...]  # what the plan runs when it is not
+    shell_check: str  # POSIX sh condition, true when done (the boot script's view)
+    # The boot script may need a different, self-contained form of the repair (a loop where
+    # the plan lists exact routes); by default it runs `commands`.
+    shell_repair: tuple[str, ...] | None = None
+    # Runs before any file is written: settings that keep our own ssh session answering.
+    early: bool = False
+
+    def repair_lines(self) -> tuple[str, ...]:
+        if self.shell_repair is not None:
+            return self.shell_repair
+        return tuple(to_shell(argv) for argv in self.commands)
+
+
+def _q(value: object) -> str:
+    return shlex.quote(str(value))
+
+
+def _has(text: str) -> str:
+    """A grep that matches a fixed string: names and addresses hold regex metacharacters."""
+    return f"grep -qF -- {_q(text)}"
+
+
+def _without_dev(dev: str) -> str:
+    # A space is appended so a line ending in "dev eth0" matches like one that goes on.
+    return f"sed 's/$/ /' | grep -vF -- {_q(f' dev {dev} ')}"
+
+
+def _fam(family: int) -> str:
+    return "-4" if family == 4 else "-6"
+
+
+def _any_default(family: int) -> str:
+    return "0.0.0.0/0" if family == 4 else "::/0"
+
+
+def _route_dst_text(network: str, family: int) -> str:
+    """The destination as `ip route show` prints it: default, a.b.c.d/nn, or a bare host."""
+    net = ip_network(network, strict=False)
+    if net.prefixlen == 0:
+        return "default"
+    if net.prefixlen == net.max_prefixlen:
+        return str(net.network_address)
+    return str(net)
+
+
+# --- checks on the fact --------------------------------------------------------------
+
+
+def vrf_device_ok(vrf: Vrf) -> Check:
+    def holds(state: HostState) -> bool:
+        link = state.links.get(vrf.name)
+        return link is not None and link.is_vrf and link.vrf_table == vrf.table
+
+    return holds
+
+
+def _sysctl_is(key: str, value: str) -> Check:
+    return lambda state: state.sysctls.get(key) == value
+
+
+def _link_up(name: str, also: Check | None = None) -> Check:
+    def holds(state: HostState) -> bool:
+        link = state.links.get(name)
+        return link is not None and link.up and (also is None or also(state))
+
+    return holds
+
+
+def _enslaved(port: str, vrf: Vrf) -> Check:
+    device_ok = vrf_device_ok(vrf)
+
+    def holds(state: HostState) -> bool:
+        link = state.links.get(port)
+        return link is not None and link.master == vrf.name and device_ok(state)
+
+    return holds
+
+
+def _has_address(port: str, address: IPv4Interface | IPv6Interface, vrf: Vrf) -> Check:
+    enslaved = _enslaved(port, vrf)
+
+    def holds(state: HostState) -> bool:
+        link = state.links.get(port)
+        # After (re-)enslaving, the kernel cycles the port; re-adding the address is cheap
+        # insurance, so a pending enslave makes this step pending too.
+        return link is not None and address in link.addresses and enslaved(state)
+
+    return holds
+
+
+def _route_present(
+    family: int, table: int, dst: str, gateway: str | None, kind: str = "unicast"
+) -> Check:
+    def holds(state: HostState) -> bool:
+        for route in state.routes_in(table, family):
+            if route.type != kind or not route.same_dst(dst):
+                continue
+            if kind == "unreachable":
+                if route.metric == UNREACHABLE_METRIC:
+                    return True
+            elif route.same_gateway(gateway):
+                return True
+        return False
+
+    return holds
+
+
+def _stray_main_defaults(spec: HostSpec, family: int) -> Callable[[HostState], list[RouteEntry]]:
+    """Main-table defaults that must go: through a VRF port, or through any interface other
+    than the declared service interface (the blog's duplicate defaults)."""
+    ports = {p for vrf in spec.present_vrfs for p in vrf.ports}
+    service = spec.main_default_interface
+
+    def strays(state: HostState) -> list[RouteEntry]:
+        found = []
+        for route in state.routes_in(MAIN_TABLE, family):
+            if not route.is_default or route.type != "unicast":
+                continue
+            if route.dev in ports or (service is not None and route.dev != service.name):
+                found.append(route)
+        return found
+
+    return strays
+
+
+def _vrf_table_extras(vrf: Vrf, family: int) -> Callable[[HostState], list[RouteEntry]]:
+    """Gateway routes in a VRF table that the fleet file does not declare (a stale gateway)."""
+    wanted = _wanted_vrf_routes(vrf, family)
+
+    def extras(state: HostState) -> list[RouteEntry]:
+        found = []
+        for route in state.routes_in(vrf.table, family):
+            if route.type != "unicast" or route.gateway is None:
+                continue
+            if not any(route.same_dst(dst) and route.same_gateway(gw) for dst, gw in wanted):
+                found.append(route)
+        return found
+
+    return extras
+
+
+def _wanted_vrf_routes(vrf: Vrf, family: int) -> list[tuple[str, str]]:
+    wanted: list[tuple[str, str]] = []
+    gateway = vrf.gateway4 if family == 4 else vrf.gateway6
+    if gateway is not None:
+        wanted.append(("default", str(gateway)))
+    for route in vrf.routes:
+        if route.family == family:
+            wanted.append((str(route.to), str(route.via)))
+    return wanted
+
+
+def route_del_argv(route: RouteEntry) -> Argv:
+    argv: list[str] = ["ip", _fam(route.family), "route", "del", route.dst]
+    if route.gateway:
+        argv += ["via", route.gateway]
+    if route.dev:
+        argv += ["dev", route.dev]
+    if route.metric is not None:
+        argv += ["metric", str(route.metric)]
+    argv += ["table", "main" if route.table == MAIN_TABLE else str(route.table)]
+    return tuple(argv)
+
+
+Finder = Callable[[HostState], list[RouteEntry]]
+
+
+def _none_found(find: Finder) -> Check:
+    return lambda state: not find(state)
+
+
+def _deletes_of(find: Finder) -> Callable[[HostState], tuple[Argv, ...]]:
+    return lambda state: tuple(route_del_argv(route) for route in find(state))
+
+
+def _released(port: str, vrf: str) -> Check:
+    return lambda s: port not in s.links or s.links[port].master != vrf
+
+
+def _released_with(port: str, vrf: str, address: IPv4Interface | IPv6Interface) -> Check:
+    released = _released(port, vrf)
+    return lambda s: port not in s.links or (address in s.links[port].addresses and released(s))
+
+
+def _no_vrf_device(vrf: str) -> Check:
+    return lambda s: not (vrf in s.links and s.links[vrf].is_vrf)
+
+
+def _table_empty(table: int, family: int) -> Check:
+    return lambda s: not s.routes_in(table, family)
+
+
+# --- the steps ---------------------------------------------------------------------------
+
+
+def l3mdev_sysctls(spec: HostSpec) -> dict[str, str]:
+    value = "1" if spec.l3mdev_accept else "0"
+    return {"net.ipv4.tcp_l3mdev_accept": value, "net.ipv4.udp_l3mdev_accept": value}
+
+
+def port_sysctls(spec: HostSpec) -> dict[str, str]:
+    """keep_addr_on_down=1 keeps a port's IPv6 addresses across the down/up that enslaving does."""
+    ports = sorted({p for vrf in spec.present_vrfs for p in vrf.ports})
+    return {f"net.ipv6.conf.{port}.keep_addr_on_down": "1" for port in ports}
+
+
+def _sysctl_path(key: str) -> str:
+    # Interface names may hold dots (eth0.100), so split on the known prefix, not on dots.
+    head = "net.ipv6.conf."
+    if key.startswith(head):
+        dev, _, leaf = key[len(head) :].rpartition(".")
+        return f"/proc/sys/net/ipv6/conf/{dev}/{leaf}"
+    return "/proc/sys/" + key.replace(".", "/")
+
+
+def _sysctl_step(key: str, value: str) -> Step:
+    path = _sysctl_path(key)
+    return Step(
+        what=f"set {key} = {value}",
+        holds=_sysctl_is(key, value),
+        commands=(("sysctl", "-q", "-w", f"{path[len('/proc/sys/') :]}={value}"),),
+        shell_check=f'[ "$(cat {_q(path)} 2>/dev/null)" = {_q(value)} ]',
+        early=True,
+    )
+
+
+def _main_default_steps(spec: HostSpec) -> list[Step]:
+    iface = spec.main_default_interface
+    if iface is None:
+        return []
+    steps = []
+    for family, gateway in ((4, iface.gateway4), (6, iface.gateway6)):
+        if gateway is None:
+            continue
+        steps.append(
+            Step(
+                what=f"keep the main table's IPv{family} default via {gateway} dev {iface.name}",
+                holds=_route_present(family, MAIN_TABLE, "default", str(gateway)),
+                commands=(
+                    (
+                        "ip",
+                        _fam(family),
+                        "route",
+                        "replace",
+                        "default",
+                        "via",
+                        str(gateway),
+                        "dev",
+                        iface.name,
+                        "table",
+                        "main",
+                    ),
+                ),
+                shell_check=(
+                    f"ip {_fam(family)} route show table main exact {_any_default(family)} "
+                    f"2>/dev/null | grep -qF -- {_q(f'default via {gateway} ')}"
+                ),
+            )
+        )
+    return steps
+
+
+def _stray_main_default_steps(spec: HostSpec) -> list[Step]:
+    steps: list[Step] = []
+    service = spec.main_default_interface
+    ports = sorted({p for vrf in spec.present_vrfs for p in vrf.ports})
+    for family in (4, 6):
+        find = _stray_main_defaults(spec, family)
+        # The boot script cannot know each stray route in advance: it deletes by device in a
+        # loop (the blog's "route delete default" twice, done until none is left).
+        loop_devs = ports
+        if service is not None:
+            check_cmd = (
+                f"ip {_fam(family)} route show table main exact {_any_default(family)} "
+                f"2>/dev/null | {_without_dev(service.name)} | grep -q ."
+            )
+        else:
+            check_cmd = " || ".join(
+                f"ip {_fam(family)} route show table main exact {_any_default(family)} "
+                f"dev {_q(dev)} 2>/dev/null | grep -q ."
+                for dev in ports
+            )
+        if not check_cmd:
+            continue
+        repair = tuple(
+            f"while ip {_fam(family)} route del default dev {_q(dev)} table main 2>/dev/null; "
+            "do :; done"
+            for dev in loop_devs
+        )
+        if service is not None:
+            # Defaults through any other non-service device: remove them one by one.
+            repair += (
+                f"ip {_fam(family)} route show table main exact {_any_default(family)} "
+                f"2>/dev/null | {_without_dev(service.name)} | "
+                f"while read -r line; do ip {_fam(family)} route del $line table main; done",
+            )
+        steps.append(
+            _DynamicStep(
+                what=f"remove stray IPv{family} default routes from the main table",
+                holds=_none_found(find),
+                commands=(),
+                shell_check=f"! {{ {check_cmd}; }}",
+                shell_repair=repair,
+                dynamic=_deletes_of(find),
+            )
+        )
+    return steps
+
+
+@dataclass(frozen=True)
+class _DynamicStep(Step):
+    """A step whose plan commands depend on what the fact found (routes to delete)."""
+
+    dynamic: Callable[[HostState], tuple[Argv, ...]] | None = None
+
+    def commands_for(self, state: HostState) -> tuple[Argv, ...]:
+        assert self.dynamic is not None
+        return self.dynamic(state)
+
+
+def commands_for(step: Step, state: HostState) -> tuple[Argv, ...]:
+    if isinstance(step, _DynamicStep):
+        return step.commands_for(state)
+    return step.commands
+
+
+def _vrf_device_steps(vrf: Vrf) -> list[Step]:
+    name, table = vrf.name, str(vrf.table)
+    device_ok = vrf_device_ok(vrf)
+
+    def recreate(state: HostState) -> tuple[Argv, ...]:
+        cmds: tuple[Argv, ...] = ()
+        if vrf.name in state.links:
+            # NetworkManager and the kernel cannot change a VRF's table in place.
+            cmds += (("ip", "link", "del", "dev", name),)
+        return cmds + (("ip", "link", "add", "dev", name, "type", "vrf", "table", table),)
+
+    steps: list[Step] = [
+        _DynamicStep(
+            what=f"create VRF {name} with table {table}",
+            holds=device_ok,
+            commands=(),
+            shell_check=(
+                f"ip -d link show dev {_q(name)} 2>/dev/null | {_has(f' vrf table {table} ')}"
+            ),
+            shell_repair=(
+                f"ip link del dev {_q(name)} 2>/dev/null || :",
+                to_shell(("ip", "link", "add", "dev", name, "type", "vrf", "table", table)),
+            ),
+            dynamic=recreate,
+        ),
+        Step(
+            what=f"bring VRF {name} up",
+            holds=_link_up(name, also=device_ok),
+            commands=(("ip", "link", "set", "dev", name, "up"),),
+            shell_check=f"ip link show dev {_q(name)} 2>/dev/null | grep -Eq '[<,]UP[,>]'",
+        ),
+    ]
+    for family in (4, 6):
+        steps.append(
+            Step(
+                what=(
+                    f"close table {table} for IPv{family}: unreachable default at metric "
+                    f"{UNREACHABLE_METRIC}, so lookups never fall through to the main table"
+                ),
+                holds=_route_present(family, vrf.table, "default", None, kind="unreachable"),
+                commands=(
+                    (
+                        "ip",
+                        _fam(family),
+                        "route",
+                        "replace",
+                        "unreachable",
+                        "default",
+                        "metric",
+                        str(UNREACHABLE_METRIC),
+                        "table",
+                        table,
+                    ),
+                ),
+                shell_check=(
+                    f"ip {_fam(family)} route show table {table} type unreachable exact "
+                    f"{_any_default(family)} 2>/dev/null | {_has(f'metric {UNREACHABLE_METRIC}')}"
+                ),
+            )
+        )
+    return steps
+
+
+def _port_steps(vrf: Vrf, port: Interface) -> list[Step]:
+    name, p = vrf.name, port.name
+    enslaved = _enslaved(p, vrf)
+    steps: list[Step] = [
+        Step(
+            what=f"enslave {p} to VRF {name}",
+            holds=enslaved,
+            commands=(("ip", "link", "set", "dev", p, "master", name),),
+            shell_check=f"ip link show dev {_q(p)} 2>/dev/null | {_has(f' master {name} ')}",
+        ),
+        Step(
+            what=f"bring {p} up",
+            holds=_link_up(p, also=enslaved),
+            commands=(("ip", "link", "set", "dev", p, "up"),),
+            shell_check=f"ip link show dev {_q(p)} 2>/dev/null | grep -Eq '[<,]UP[,>]'",
+        ),
+    ]
+    for address in (port.ipv4, port.ipv6):
+        if address is None:
+            continue
+        fam = address.version
+        word = "inet" if fam == 4 else "inet6"
+        steps.append(
+            Step(
+                what=f"keep address {address} on {p}",
+                holds=_has_address(p, address, vrf),
+                commands=(("ip", _fam(fam), "addr", "replace", str(address), "dev", p),),
+                shell_check=(
+                    f"ip {_fam(fam)} addr show dev {_q(p)} 2>/dev/null | "
+                    f"grep -qF -- {_q(f'{word} {address} ')}"
+                ),
+            )
+        )
+    return steps
+
+
+def _vrf_route_steps(vrf: Vrf) -> list[Step]:
+    table = str(vrf.table)
+    steps: list[Step] = []
+    for family in (4, 6):
+        extras = _vrf_table_extras(vrf, family)
+        steps.append(
+            _DynamicStep(
+                what=f"remove undeclared IPv{family} gateway routes from table {table}",
+                holds=_none_found(extras),
+                commands=(),
+                # First, so a `replace` below never races a delete of the same route key.
+                # At boot only our profiles have put routes there: nothing to clean.
+                shell_check="true",
+                shell_repair=(),
+                dynamic=_deletes_of(extras),
+            )
+        )
+        for dst, gateway in _wanted_vrf_routes(vrf, family):
+            shown = _route_dst_text(dst, family) if dst != "default" else "default"
+            exact = _any_default(family) if dst == "default" else dst
+            steps.append(
+                Step(
+                    what=f"route {shown} via {gateway} in table {table}",
+                    holds=_route_present(family, vrf.table, dst, gateway),
+                    commands=(
+                        (
+                            "ip",
+                            _fam(family),
+                            "route",
+                            "replace",
+                            dst,
+                            "via",
+                            gateway,
+                            "table",
+                            table,
+                        ),
+                    ),
+                    shell_check=(
+                        f"ip {_fam(family)} route show table {table} exact {_q(exact)} 2>/dev/null"
+                        f" | grep -qF -- {_q(f'{shown} via {gateway} ')}"
+                    ),
+                )
+            )
+    return steps
+
+
+def present_steps(spec: HostSpec) -> list[Step]:
+    """Every step that brings up the host's present VRFs, in a safe order."""
+    if not spec.present_vrfs:
+        return []
+    steps: list[Step] = []
+    for key, value in {**l3mdev_sysctls(spec), **port_sysctls(spec)}.items():
+        steps.append(_sysctl_step(key, value))
+    steps += _main_default_steps(spec)
+    for vrf in spec.present_vrfs:
+        steps += _vrf_device_steps(vrf)
+    steps += _stray_main_default_steps(spec)
+    for vrf in spec.present_vrfs:
+        for port_name in vrf.ports:
+            port = spec.interface(port_name)
+            if port is not None:
+                steps += _port_steps(vrf, port)
+    for vrf in spec.present_vrfs:
+        steps += _vrf_route_steps(vrf)
+    return steps
+
+
+def teardown_steps(spec: HostSpec) -> list[Step]:
+    """Remove VRFs marked absent: release ports (addresses stay), delete device, empty table."""
+    steps: list[Step] = []
+    for vrf in spec.absent_vrfs:
+        for port_name in vrf.ports:
+            port = spec.interface(port_name)
+            steps.append(
+                Step(
+                    what=f"release {port_name} from VRF {vrf.name}",
+                    holds=_released(port_name, vrf.name),
+                    commands=(("ip", "link", "set", "dev", port_name, "nomaster"),),
+                    shell_check="true",
+                )
+            )
+            for address in (port.ipv4, port.ipv6) if port else ():
+                if address is None:
+                    continue
+                steps.append(
+                    Step(
+                        what=f"keep address {address} on {port_name}",
+                        holds=_released_with(port_name, vrf.name, address),
+                        commands=(
+                            (
+                                "ip",
+                                _fam(address.version),
+                                "addr",
+                                "replace",
+                                str(address),
+                                "dev",
+                                port_name,
+                            ),
+                        ),
+                        shell_check="true",
+                    )
+                )
+        steps.append(
+            Step(
+                what=f"delete VRF device {vrf.name}",
+                holds=_no_vrf_device(vrf.name),
+                commands=(("ip", "link", "del", "dev", vrf.name),),
+                shell_check="true",
+            )
+        )
+        for family in (4, 6):
+            steps.append(
+                Step(
+                    what=f"empty table {vrf.table} for IPv{family}",
+                    holds=_table_empty(vrf.table, family),
+                    commands=(("ip", _fam(family), "route", "flush", "table", str(vrf.table)),),
+                    shell_check="true",
+                )
+            )
+    return steps

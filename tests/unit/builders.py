@@ -1,0 +1,165 @@
+"""Specs and host states for planner tests, in documentation address ranges.
+
+The host mirrors the seed blog's machine: eth0 service segment with the main defaults,
+eth1 access segment without gateway, eth2 management port of VRF mgmt0 in table 10.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from ipaddress import ip_address, ip_interface
+
+from mgmt_vrf import paths
+from mgmt_vrf.hoststate import (
+    MAIN_TABLE,
+    FileState,
+    HostState,
+    Link,
+    NetworkManager,
+    Profile,
+    RouteEntry,
+)
+from mgmt_vrf.model import UNREACHABLE_METRIC, HostSpec, Interface, Route, Ssh, Vrf
+from mgmt_vrf.plan import desired_files
+
+SERVICE_GW4, SERVICE_GW6 = "198.51.100.1", "2001:db8:100::1"
+MGMT_GW4, MGMT_GW6 = "203.0.113.1", "2001:db8:1::1"
+ETH2_V4, ETH2_V6 = "203.0.113.10/24", "2001:db8:1::10/64"
+
+
+def seed_spec(**changes: object) -> HostSpec:
+    spec = HostSpec(
+        name="alma1",
+        ssh=Ssh("127.0.0.1", port=2201),
+        interfaces=(
+            Interface(
+                "eth0",
+                ip_interface("198.51.100.10/24"),  # type: ignore[arg-type]
+                ip_interface("2001:db8:100::10/64"),  # type: ignore[arg-type]
+                ip_address(SERVICE_GW4),  # type: ignore[arg-type]
+                ip_address(SERVICE_GW6),  # type: ignore[arg-type]
+                main_default=True,
+            ),
+            Interface(
+                "eth1",
+                ip_interface("192.0.2.10/25"),  # type: ignore[arg-type]
+                ip_interface("2001:db8:52::10/64"),  # type: ignore[arg-type]
+            ),
+            Interface(
+                "eth2",
+                ip_interface(ETH2_V4),  # type: ignore[arg-type]
+                ip_interface(ETH2_V6),  # type: ignore[arg-type]
+            ),
+        ),
+        vrfs=(
+            Vrf(
+                "mgmt0",
+                10,
+                ("eth2",),
+                ip_address(MGMT_GW4),  # type: ignore[arg-type]
+                ip_address(MGMT_GW6),  # type: ignore[arg-type]
+            ),
+        ),
+    )
+    return replace(spec, **changes)  # type: ignore[arg-type]
+
+
+def with_route(spec: HostSpec, to: str, via: str) -> HostSpec:
+    vrf = spec.vrfs[0]
+    route = Route(ip_interface(to).network, ip_address(via))  # type: ignore[arg-type]
+    return replace(spec, vrfs=(replace(vrf, routes=vrf.routes + (route,)),))
+
+
+def _addr(*values: str) -> tuple:
+    return tuple(ip_interface(v) for v in values)
+
+
+def clean_state(**changes: object) -> HostState:
+    """A freshly booted host: addresses on all three NICs, main defaults via eth0, no VRF."""
+    state = HostState(
+        links={
+            "lo": Link("lo", 1, up=True),
+            "eth0": Link(
+                "eth0", 2, up=True, addresses=_addr("198.51.100.10/24", "2001:db8:100::10/64")
+            ),
+            "eth1": Link(
+                "eth1", 3, up=True, addresses=_addr("192.0.2.10/25", "2001:db8:52::10/64")
+            ),
+            "eth2": Link("eth2", 4, up=True, addresses=_addr(ETH2_V4, ETH2_V6)),
+        },
+        routes=(
+            RouteEntry(4, MAIN_TABLE, "default", gateway=SERVICE_GW4, dev="eth0", metric=100),
+            RouteEntry(6, MAIN_TABLE, "default", gateway=SERVICE_GW6, dev="eth0", metric=1024),
+            RouteEntry(4, MAIN_TABLE, "203.0.113.0/24", dev="eth2", protocol="kernel"),
+        ),
+        sysctls={
+            "net.ipv4.tcp_l3mdev_accept": "0",
+            "net.ipv4.udp_l3mdev_accept": "0",
+            "net.ipv6.conf.eth2.keep_addr_on_down": "0",
+        },
+        network_manager=NetworkManager(installed=True, version="1.40.16", running=True),
+        systemd_running=True,
+        os_id="almalinux",
+        os_version="8.7",
+    )
+    return replace(state, **changes)  # type: ignore[arg-type]
+
+
+BLOG_VRF_PROFILE = paths.ifcfg("vrf.eth2")
+
+
+def broken_state() -> HostState:
+    """The blog after reboot: two profiles for eth2, its defaults in the main table, no VRF."""
+    state = clean_state()
+    return replace(
+        state,
+        routes=state.routes
+        + (
+            RouteEntry(4, MAIN_TABLE, "default", gateway=MGMT_GW4, dev="eth2", metric=102),
+            RouteEntry(6, MAIN_TABLE, "default", gateway=MGMT_GW6, dev="eth2", metric=1024),
+        ),
+        profiles=(
+            Profile(paths.ifcfg("eth2"), "eth2", "eth2"),
+            Profile(BLOG_VRF_PROFILE, "eth2", "vrf.eth2", vrf="mgmt0"),
+        ),
+        files={
+            paths.ifcfg("eth2"): FileState(paths.ifcfg("eth2"), b"DEVICE=eth2\nIPV6_AUTOCONF=yes\n")
+        },
+    )
+
+
+def converged_state(spec: HostSpec | None = None, backend: str = "networkmanager") -> HostState:
+    spec = spec or seed_spec()
+    vrf = spec.vrfs[0]
+    files = {
+        path: FileState(path, desired[0].encode())
+        for path, desired in desired_files(spec, backend).items()
+        if desired is not None
+    }
+    state = clean_state()
+    links = dict(state.links)
+    links["mgmt0"] = Link("mgmt0", 5, kind="vrf", vrf_table=vrf.table, up=True)
+    links["eth2"] = replace(links["eth2"], master="mgmt0")
+    table = vrf.table
+    routes = [r for r in state.routes if r.dev != "eth2"] + [
+        RouteEntry(4, table, "default", gateway=MGMT_GW4, dev="eth2"),
+        RouteEntry(6, table, "default", gateway=MGMT_GW6, dev="eth2", metric=1024),
+        RouteEntry(4, table, "default", type="unreachable", metric=UNREACHABLE_METRIC),
+        RouteEntry(6, table, "default", type="unreachable", metric=UNREACHABLE_METRIC),
+        RouteEntry(4, table, "203.0.113.0/24", dev="eth2", protocol="kernel"),
+    ]
+    for route in vrf.routes:
+        routes.append(RouteEntry(route.family, table, str(route.to), gateway=str(route.via)))
+    return replace(
+        state,
+        links=links,
+        routes=tuple(routes),
+        sysctls={
+            "net.ipv4.tcp_l3mdev_accept": "1",
+            "net.ipv4.udp_l3mdev_accept": "1",
+            "net.ipv6.conf.eth2.keep_addr_on_down": "1",
+        },
+        files=files,
+        profiles=(Profile(paths.ifcfg("eth2"), "eth2", "eth2", vrf="mgmt0"),),
+        unit_enabled=True,
+    )

@@ -1,0 +1,331 @@
+"""Planner: start states -> the exact ordered changes, and nothing on a converged host."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from mgmt_vrf import paths
+from mgmt_vrf.hoststate import MAIN_TABLE, FileState, HostState, Link, NetworkManager, RouteEntry
+from mgmt_vrf.model import UNREACHABLE_METRIC
+from mgmt_vrf.plan import Plan, RemoveFile, RunCommand, WriteFile, plan
+
+from .builders import (
+    BLOG_VRF_PROFILE,
+    ETH2_V4,
+    ETH2_V6,
+    MGMT_GW4,
+    MGMT_GW6,
+    SERVICE_GW4,
+    broken_state,
+    clean_state,
+    converged_state,
+    seed_spec,
+    with_route,
+)
+
+U = str(UNREACHABLE_METRIC)
+
+
+def summary(result: Plan) -> list[str]:
+    out = []
+    for change in result.changes:
+        if isinstance(change, RunCommand):
+            out.append(change.shell)
+        elif isinstance(change, WriteFile):
+            out.append(f"write {change.path}")
+        else:
+            out.append(f"remove {change.path}")
+    return out
+
+
+def commands(result: Plan) -> list[str]:
+    return [c.shell for c in result.changes if isinstance(c, RunCommand)]
+
+
+def test_converged_host_gets_an_empty_plan() -> None:
+    result = plan(seed_spec(), converged_state())
+    assert result.converged, summary(result)
+
+
+def test_converged_host_with_static_route_gets_an_empty_plan() -> None:
+    spec = with_route(seed_spec(), "192.0.2.128/25", "203.0.113.254")
+    assert plan(spec, converged_state(spec)).converged
+
+
+def test_clean_host_full_plan_in_safe_order() -> None:
+    result = plan(seed_spec(), clean_state())
+    assert summary(result) == [
+        "sysctl -q -w net/ipv4/tcp_l3mdev_accept=1",
+        "sysctl -q -w net/ipv4/udp_l3mdev_accept=1",
+        "sysctl -q -w net/ipv6/conf/eth2/keep_addr_on_down=1",
+        f"write {paths.keyfile('mgmt0')}",
+        f"write {paths.ifcfg('eth2')}",
+        f"write {paths.SYSCTL_DROPIN}",
+        f"write {paths.CONVERGE_SCRIPT}",
+        f"write {paths.UNIT}",
+        "nmcli connection reload",
+        "systemctl daemon-reload",
+        "mkdir -p /etc/systemd/system/multi-user.target.wants",
+        f"ln -sfn {paths.UNIT} {paths.UNIT_WANTS_LINK}",
+        "ip link add dev mgmt0 type vrf table 10",
+        "ip link set dev mgmt0 up",
+        f"ip -4 route replace unreachable default metric {U} table 10",
+        f"ip -6 route replace unreachable default metric {U} table 10",
+        "ip link set dev eth2 master mgmt0",
+        "ip link set dev eth2 up",
+        f"ip -4 addr replace {ETH2_V4} dev eth2",
+        f"ip -6 addr replace {ETH2_V6} dev eth2",
+        f"ip -4 route replace default via {MGMT_GW4} table 10",
+        f"ip -6 route replace default via {MGMT_GW6} table 10",
+    ]
+
+
+def test_blog_broken_host_drops_second_profile_and_stray_defaults() -> None:
+    result = plan(seed_spec(), broken_state())
+    steps = summary(result)
+    assert f"remove {BLOG_VRF_PROFILE}" in steps
+    assert f"remove {paths.route4('vrf.eth2')}" in steps
+    assert f"remove {paths.route6('vrf.eth2')}" in steps
+    # The blog's "route delete default" twice, done exactly: one delete per stray route.
+    assert f"ip -4 route del default via {MGMT_GW4} dev eth2 metric 102 table main" in steps
+    assert f"ip -6 route del default via {MGMT_GW6} dev eth2 metric 1024 table main" in steps
+    # The service defaults stay.
+    assert not any(f"via {SERVICE_GW4}" in s and " del " in s for s in steps)
+    # Strays go before the port moves (the kernel would drop them anyway, and then the
+    # exact delete would fail), and after the VRF table is closed.
+    assert steps.index("ip link set dev eth2 master mgmt0") > steps.index(
+        f"ip -4 route del default via {MGMT_GW4} dev eth2 metric 102 table main"
+    )
+    # The edited ifcfg-eth2 is replaced with a diff from its old content.
+    write = next(
+        c for c in result.changes if isinstance(c, WriteFile) and c.path == paths.ifcfg("eth2")
+    )
+    assert write.old == "DEVICE=eth2\nIPV6_AUTOCONF=yes\n"
+    assert "-IPV6_AUTOCONF=yes" in write.diff() and "+IPV6_AUTOCONF=no" in write.diff()
+    assert "+VRF=mgmt0" in write.diff()
+
+
+def test_removed_blog_profile_diff_shows_old_content() -> None:
+    state = broken_state()
+    state = replace(
+        state,
+        files={**state.files, BLOG_VRF_PROFILE: FileState(BLOG_VRF_PROFILE, b"VRF=mgmt0\n")},
+    )
+    removal = next(c for c in plan(seed_spec(), state).changes if isinstance(c, RemoveFile))
+    assert removal.path == BLOG_VRF_PROFILE
+    assert "-VRF=mgmt0" in removal.diff()
+
+
+def test_wrong_table_recreates_the_vrf_and_reenslaves() -> None:
+    state = converged_state()
+    links = dict(state.links)
+    links["mgmt0"] = replace(links["mgmt0"], vrf_table=11)
+    result = plan(seed_spec(), replace(state, links=links))
+    assert commands(result) == [
+        "ip link del dev mgmt0",
+        "ip link add dev mgmt0 type vrf table 10",
+        "ip link set dev mgmt0 up",
+        "ip link set dev eth2 master mgmt0",
+        "ip link set dev eth2 up",
+        f"ip -4 addr replace {ETH2_V4} dev eth2",
+        f"ip -6 addr replace {ETH2_V6} dev eth2",
+    ]
+
+
+def test_port_enslaved_to_another_vrf_is_moved() -> None:
+    state = converged_state()
+    links = dict(state.links)
+    links["old0"] = Link("old0", 9, kind="vrf", vrf_table=99, up=True)
+    links["eth2"] = replace(links["eth2"], master="old0")
+    assert commands(plan(seed_spec(), replace(state, links=links))) == [
+        "ip link set dev eth2 master mgmt0",
+        "ip link set dev eth2 up",
+        f"ip -4 addr replace {ETH2_V4} dev eth2",
+        f"ip -6 addr replace {ETH2_V6} dev eth2",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("family", "missing_gw", "expected"),
+    [
+        (4, MGMT_GW4, f"ip -4 route replace default via {MGMT_GW4} table 10"),
+        (6, MGMT_GW6, f"ip -6 route replace default via {MGMT_GW6} table 10"),
+    ],
+)
+def test_deleted_vrf_default_is_the_only_repair(
+    family: int, missing_gw: str, expected: str
+) -> None:
+    state = converged_state()
+    routes = tuple(
+        r
+        for r in state.routes
+        if not (r.table == 10 and r.family == family and r.gateway == missing_gw)
+    )
+    assert commands(plan(seed_spec(), replace(state, routes=routes))) == [expected]
+
+
+def test_wrong_vrf_gateway_is_deleted_before_the_right_one_is_added() -> None:
+    state = converged_state()
+    routes = tuple(r for r in state.routes if not (r.table == 10 and r.gateway == MGMT_GW4))
+    routes += (RouteEntry(4, 10, "default", gateway="203.0.113.99", dev="eth2"),)
+    assert commands(plan(seed_spec(), replace(state, routes=routes))) == [
+        "ip -4 route del default via 203.0.113.99 dev eth2 table 10",
+        f"ip -4 route replace default via {MGMT_GW4} table 10",
+    ]
+
+
+def test_missing_unreachable_guard_is_added_in_both_families() -> None:
+    state = converged_state()
+    routes = tuple(r for r in state.routes if r.type != "unreachable")
+    assert commands(plan(seed_spec(), replace(state, routes=routes))) == [
+        f"ip -4 route replace unreachable default metric {U} table 10",
+        f"ip -6 route replace unreachable default metric {U} table 10",
+    ]
+
+
+def test_unreachable_at_another_metric_does_not_count() -> None:
+    state = converged_state()
+    routes = tuple(r for r in state.routes if not (r.type == "unreachable" and r.family == 4))
+    routes += (RouteEntry(4, 10, "default", type="unreachable", metric=5),)
+    assert commands(plan(seed_spec(), replace(state, routes=routes))) == [
+        f"ip -4 route replace unreachable default metric {U} table 10",
+    ]
+
+
+def test_lost_ipv6_address_after_enslaving_is_restored() -> None:
+    state = converged_state()
+    links = dict(state.links)
+    links["eth2"] = replace(
+        links["eth2"], addresses=tuple(a for a in links["eth2"].addresses if a.version == 4)
+    )
+    assert commands(plan(seed_spec(), replace(state, links=links))) == [
+        f"ip -6 addr replace {ETH2_V6} dev eth2",
+    ]
+
+
+def test_l3mdev_sysctls_are_set_first() -> None:
+    state = replace(converged_state(), sysctls={"net.ipv4.tcp_l3mdev_accept": "0"})
+    assert commands(plan(seed_spec(), state)) == [
+        "sysctl -q -w net/ipv4/tcp_l3mdev_accept=1",
+        "sysctl -q -w net/ipv4/udp_l3mdev_accept=1",
+        "sysctl -q -w net/ipv6/conf/eth2/keep_addr_on_down=1",
+    ]
+
+
+def test_l3mdev_off_when_the_fleet_says_so() -> None:
+    spec = seed_spec(l3mdev_accept=False)
+    state = converged_state(spec)
+    assert commands(plan(spec, state))[:2] == [
+        "sysctl -q -w net/ipv4/tcp_l3mdev_accept=0",
+        "sysctl -q -w net/ipv4/udp_l3mdev_accept=0",
+    ]
+
+
+def test_missing_service_default_is_added_and_never_removed() -> None:
+    state = converged_state()
+    routes = tuple(r for r in state.routes if not (r.table == MAIN_TABLE and r.family == 6))
+    assert commands(plan(seed_spec(), replace(state, routes=routes))) == [
+        "ip -6 route replace default via 2001:db8:100::1 dev eth0 table main",
+    ]
+
+
+def test_edited_pushed_file_is_backed_up_and_rewritten_with_a_diff() -> None:
+    state = converged_state()
+    path = paths.keyfile("mgmt0")
+    edited = state.files[path].text.replace("table=10", "table=12")
+    state = replace(state, files={**state.files, path: FileState(path, edited.encode())})
+    result = plan(seed_spec(), state)
+    assert summary(result) == [f"write {path}", "nmcli connection reload"]
+    change = result.changes[0]
+    assert isinstance(change, WriteFile) and change.mode == "0600"
+    assert "-table=12" in change.diff() and "+table=10" in change.diff()
+
+
+def test_absent_vrf_is_torn_down_and_its_files_removed() -> None:
+    spec = seed_spec()
+    spec = replace(spec, vrfs=(replace(spec.vrfs[0], state="absent"),))
+    result = plan(spec, converged_state())
+    steps = summary(result)
+    assert steps == [
+        f"remove {paths.keyfile('mgmt0')}",
+        f"write {paths.ifcfg('eth2')}",
+        f"remove {paths.SYSCTL_DROPIN}",
+        f"remove {paths.CONVERGE_SCRIPT}",
+        f"remove {paths.UNIT}",
+        "nmcli connection reload",
+        "systemctl daemon-reload",
+        f"rm -f {paths.UNIT_WANTS_LINK}",
+        "ip link set dev eth2 nomaster",
+        f"ip -4 addr replace {ETH2_V4} dev eth2",
+        f"ip -6 addr replace {ETH2_V6} dev eth2",
+        "ip link del dev mgmt0",
+        "ip -4 route flush table 10",
+        "ip -6 route flush table 10",
+    ]
+    ifcfg = next(c for c in result.changes if isinstance(c, WriteFile))
+    assert "VRF=" not in ifcfg.content and "GATEWAY" not in ifcfg.content
+
+
+def test_absent_vrf_already_gone_is_converged() -> None:
+    spec = seed_spec()
+    spec = replace(spec, vrfs=(replace(spec.vrfs[0], state="absent"),))
+    first = plan(spec, converged_state())
+    plain_ifcfg = next(c for c in first.changes if isinstance(c, WriteFile))
+    state = clean_state(
+        files={paths.ifcfg("eth2"): FileState(paths.ifcfg("eth2"), plain_ifcfg.content.encode())},
+        sysctls={},
+    )
+    assert plan(spec, state).converged, summary(plan(spec, state))
+
+
+def test_legacy_network_scripts_get_route_files_and_no_keyfile() -> None:
+    state = clean_state(
+        network_manager=NetworkManager(installed=False), network_scripts_installed=True
+    )
+    result = plan(seed_spec(), state)
+    assert result.backend == "network-scripts"
+    written = {c.path: c.content for c in result.changes if isinstance(c, WriteFile)}
+    assert paths.keyfile("mgmt0") not in written
+    assert f"default via {MGMT_GW4} table 10" in written[paths.route4("eth2")]
+    assert f"default via {MGMT_GW6} table 10" in written[paths.route6("eth2")]
+    assert "GATEWAY" not in written[paths.ifcfg("eth2")]
+    assert "nmcli connection reload" not in commands(result)
+
+
+def test_networkmanager_profile_carries_the_gateways() -> None:
+    written = {
+        c.path: c.content
+        for c in plan(seed_spec(), clean_state()).changes
+        if isinstance(c, WriteFile)
+    }
+    ifcfg = written[paths.ifcfg("eth2")]
+    assert f"GATEWAY={MGMT_GW4}\n" in ifcfg and f"IPV6_DEFAULTGW={MGMT_GW6}\n" in ifcfg
+    assert "VRF=mgmt0\n" in ifcfg
+    assert paths.route4("eth2") not in written
+
+
+def test_static_route_lands_in_the_route_file_and_the_table() -> None:
+    spec = with_route(seed_spec(), "192.0.2.128/25", "203.0.113.254")
+    result = plan(spec, clean_state())
+    written = {c.path: c.content for c in result.changes if isinstance(c, WriteFile)}
+    assert "192.0.2.128/25 via 203.0.113.254 table 10\n" in written[paths.route4("eth2")]
+    assert "ip -4 route replace 192.0.2.128/25 via 203.0.113.254 table 10" in commands(result)
+
+
+def test_unneeded_route_file_is_removed() -> None:
+    state = converged_state()
+    path = paths.route4("eth2")
+    state = replace(state, files={**state.files, path: FileState(path, b"ADDRESS=0.0.0.0\n")})
+    assert summary(plan(seed_spec(), state)) == [f"remove {path}", "nmcli connection reload"]
+
+
+def test_nothing_is_reloaded_where_nothing_runs() -> None:
+    state = clean_state(network_manager=NetworkManager(installed=True), systemd_running=False)
+    cmds = commands(plan(seed_spec(), state))
+    assert "nmcli connection reload" not in cmds and "systemctl daemon-reload" not in cmds
+
+
+def test_hoststate_file_defaults_to_missing() -> None:
+    assert not HostState().file("/nope").exists
