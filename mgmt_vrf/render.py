@@ -27,6 +27,8 @@ _env = jinja2.Environment(
     undefined=jinja2.StrictUndefined,
     autoescape=False,
 )
+# Text from the fleet file that lands in a comment must stay on that comment's line.
+_env.filters["oneline"] = lambda text: " ".join(str(text).split())
 
 
 def _render(template: str, **values: object) -> str:
