@@ -227,9 +227,15 @@ def _file_changes(
             )
         )
         for companion in _companions(path):
-            changes.append(
-                RemoveFile(companion, f"belongs to the removed profile {posixpath.basename(path)}")
-            )
+            found = state.file(companion)
+            if found.exists:
+                changes.append(
+                    RemoveFile(
+                        companion,
+                        f"belongs to the removed profile {posixpath.basename(path)}",
+                        found.text,
+                    )
+                )
         profiles_changed = True
     return changes, profiles_changed, units_changed
 

@@ -68,7 +68,9 @@ def converge(spec: HostSpec) -> Generator:
         host.noop(f"management VRFs of {spec.name} already converged")
         return
 
-    if not host.state.is_executing:
+    # Log in the first phase that runs this body: the prepare phase normally (so --dry shows
+    # it), the execute phase under -y, which skips change detection.
+    if host.state.is_executing != host.state.should_check_for_changes():
         host.log(f"mgmt-vrf plan ({result.backend}), {len(result.changes)} changes:")
         for line in result.describe():
             host.log("  " + line)

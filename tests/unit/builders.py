@@ -123,7 +123,17 @@ def broken_state() -> HostState:
             Profile(BLOG_VRF_PROFILE, "eth2", "vrf.eth2", vrf="mgmt0"),
         ),
         files={
-            paths.ifcfg("eth2"): FileState(paths.ifcfg("eth2"), b"DEVICE=eth2\nIPV6_AUTOCONF=yes\n")
+            paths.ifcfg("eth2"): FileState(
+                paths.ifcfg("eth2"), b"DEVICE=eth2\nIPV6_AUTOCONF=yes\n"
+            ),
+            BLOG_VRF_PROFILE: FileState(BLOG_VRF_PROFILE, b"DEVICE=eth2\nVRF=mgmt0\n"),
+            paths.route4("vrf.eth2"): FileState(
+                paths.route4("vrf.eth2"),
+                b"ADDRESS=0.0.0.0\nNETMASK=0.0.0.0\nGATEWAY0=203.0.113.1\n",
+            ),
+            paths.route6("vrf.eth2"): FileState(
+                paths.route6("vrf.eth2"), b"::/0 via 2001:db8:1::1\n"
+            ),
         },
     )
 

@@ -88,6 +88,8 @@ def test_blog_broken_host_drops_second_profile_and_stray_defaults() -> None:
     assert f"remove {BLOG_VRF_PROFILE}" in steps
     assert f"remove {paths.route4('vrf.eth2')}" in steps
     assert f"remove {paths.route6('vrf.eth2')}" in steps
+    # Companion files that do not exist are not touched.
+    assert f"remove {paths.NETWORK_SCRIPTS}/rule-vrf.eth2" not in steps
     # The blog's "route delete default" twice, done exactly: one delete per stray route.
     assert f"ip -4 route del default via {MGMT_GW4} dev eth2 metric 102 table main" in steps
     assert f"ip -6 route del default via {MGMT_GW6} dev eth2 metric 1024 table main" in steps

@@ -1,0 +1,33 @@
+"""pyinfra inventory of simulated hosts (pyinfra's @fake connector) for fleet-wide tests.
+
+Every host of the fleet file $FAKE_FLEET becomes `@fake/NAME` carrying its validated spec,
+and answers the combined fact with the recorded output in $FAKE_PROBE_OUTPUT (a real run,
+see tests/fixtures/README.md). Nothing leaves the machine.
+"""
+
+import os
+import sys
+from pathlib import Path
+
+_ROOT = Path(__file__).resolve().parents[2]
+if str(_ROOT) not in sys.path:
+    sys.path.insert(0, str(_ROOT))
+
+from mgmt_vrf.fleet_file import load_fleet  # noqa: E402
+from mgmt_vrf.probe import MARKER  # noqa: E402
+
+_fleet = load_fleet(os.environ["FAKE_FLEET"])
+_probe_output = Path(os.environ["FAKE_PROBE_OUTPUT"]).read_text().splitlines()
+
+fake_hosts = [
+    (
+        f"@fake/{spec.name}",
+        {
+            "mgmt_vrf_spec": spec,
+            "fake_responses": {MARKER: _probe_output},
+            "fake_delay": 0,
+            "fake_delay_jitter": 0,
+        },
+    )
+    for spec in _fleet.hosts
+]

@@ -1,0 +1,126 @@
+"""A 20-host fleet in the blog's broken state, through the real pyinfra CLI on @fake hosts.
+
+Each simulated host answers the combined fact with output recorded on a real lab host in
+the blog's broken state (tests/fixtures/probe/lab-broken.txt). The dry run must list, per
+host, exactly the commands and file diffs that fix it; a real run executes them and a
+second plan from a converged host would be empty (tests/unit/test_plan.py).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+BROKEN = ROOT / "tests" / "fixtures" / "probe" / "lab-broken.txt"
+HOSTS = [f"alma{i:02d}" for i in range(1, 21)]
+
+
+def _fleet_toml() -> str:
+    parts = ['[defaults]\nssh_user = "root"\n']
+    parts.append(
+        """
+[groups.lab]
+[groups.lab.interfaces.eth0]
+ipv4 = "198.51.100.10/25"
+gateway4 = "198.51.100.1"
+ipv6 = "2001:db8:100::10/64"
+gateway6 = "2001:db8:100::1"
+main_default = true
+
+[groups.lab.interfaces.eth1]
+ipv4 = "192.0.2.10/25"
+ipv6 = "2001:db8:52::10/64"
+
+[groups.lab.interfaces.eth2]
+ipv4 = "203.0.113.10/25"
+ipv6 = "2001:db8:1::10/64"
+
+[groups.lab.vrfs.mgmt0]
+table = 10
+ports = ["eth2"]
+gateway4 = "203.0.113.1"
+gateway6 = "2001:db8:1::1"
+"""
+    )
+    for name in HOSTS:
+        parts.append(f'\n[hosts.{name}]\ngroups = ["lab"]\nssh_address = "{name}.invalid"\n')
+    return "".join(parts)
+
+
+def _pyinfra(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    fleet = tmp_path / "fleet.toml"
+    fleet.write_text(_fleet_toml())
+    env = {**os.environ, "FAKE_FLEET": str(fleet), "FAKE_PROBE_OUTPUT": str(BROKEN)}
+    return subprocess.run(
+        [sys.executable, "-m", "pyinfra", "tests/fake_fleet/inventory.py", "deploy.py", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+# The recorded host already had tcp_l3mdev_accept=1, so that sysctl is not in the plan.
+EXPECTED_COMMANDS = [
+    "$ sysctl -q -w net/ipv4/udp_l3mdev_accept=1",
+    "$ sysctl -q -w net/ipv6/conf/eth2/keep_addr_on_down=1",
+    "$ ip link add dev mgmt0 type vrf table 10",
+    "$ ip link set dev mgmt0 up",
+    "$ ip -4 route replace unreachable default metric 4278198272 table 10",
+    "$ ip -6 route replace unreachable default metric 4278198272 table 10",
+    "$ ip link set dev eth2 master mgmt0",
+    "$ ip link set dev eth2 up",
+    "$ ip -4 addr replace 203.0.113.10/25 dev eth2",
+    "$ ip -6 addr replace 2001:db8:1::10/64 dev eth2",
+    "$ ip -4 route replace default via 203.0.113.1 table 10",
+    "$ ip -6 route replace default via 2001:db8:1::1 table 10",
+]
+
+
+def _host_lines(output: str, host: str) -> list[str]:
+    prefix = re.compile(rf"^\s*\[@fake/{re.escape(host)}\]\s+")
+    return [prefix.sub("", line) for line in output.splitlines() if prefix.match(line)]
+
+
+def test_dry_run_prints_each_hosts_repair(tmp_path: Path) -> None:
+    result = _pyinfra(tmp_path, "--dry")
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    for host in HOSTS:
+        lines = [line.split("    # ")[0].strip() for line in _host_lines(output, host)]
+        commands = [line for line in lines if line.startswith("$ ")]
+        # The stray main-table defaults through eth2 (the blog's "delete default twice")
+        # are removed one by one, exactly as recorded on the broken lab host.
+        strays = [c for c in commands if " route del default " in c]
+        assert strays and all("dev eth2" in c and "table main" in c for c in strays), commands
+        assert [
+            c for c in commands if c not in strays and "mkdir" not in c and "ln -sfn" not in c
+        ] == (EXPECTED_COMMANDS), f"{host}: {commands}"
+        # The diff of the VRF keyfile and of the port's one profile are shown.
+        assert "+type=vrf" in lines and "+VRF=mgmt0" in lines, lines
+        # The blog's second profile for eth2 is removed, with a backup.
+        assert any(
+            line.startswith("remove /etc/sysconfig/network-scripts/ifcfg-vrf.eth2")
+            for line in lines
+        ), lines
+
+
+def test_real_run_on_fake_hosts_changes_every_host(tmp_path: Path) -> None:
+    result = _pyinfra(tmp_path, "-y")
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    assert re.search(r"Converge management VRFs\s+20\s+20\s+-\s+-", output), output[-2000:]
+    # Under -y pyinfra skips the prepare phase; the plan is still printed for every host.
+    for host in HOSTS:
+        assert "$ ip link add dev mgmt0 type vrf table 10" in "\n".join(_host_lines(output, host))
+
+
+def test_broken_fixture_is_a_real_lab_capture() -> None:
+    text = BROKEN.read_text()
+    assert text.rstrip().endswith("##mgmt-vrf## end")
+    assert "ifcfg-vrf.eth2" in text
