@@ -10,7 +10,7 @@ import jinja2
 
 from . import paths
 from .model import HostSpec, Interface, Vrf
-from .steps import l3mdev_sysctls, port_sysctls, present_steps
+from .steps import l3mdev_sysctls, port_sysctls, present_steps, sysctl_slash_key
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "files"
 HEADER = (
@@ -76,17 +76,8 @@ def route_file(lines: list[str]) -> str:
 
 def sysctl_dropin(spec: HostSpec) -> str:
     values = {**l3mdev_sysctls(spec), **port_sysctls(spec)}
-    # sysctl.d takes "/" separators so interface names with dots (eth0.100) stay intact.
-    items = [(_slash_key(k), v) for k, v in values.items()]
+    items = [(sysctl_slash_key(k), v) for k, v in values.items()]
     return _render("sysctl.conf.j2", sysctls=items)
-
-
-def _slash_key(key: str) -> str:
-    head = "net.ipv6.conf."
-    if key.startswith(head):
-        dev, _, leaf = key[len(head) :].rpartition(".")
-        return f"net/ipv6/conf/{dev}/{leaf}"
-    return key
 
 
 def converge_script(spec: HostSpec) -> str:

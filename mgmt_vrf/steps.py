@@ -238,21 +238,23 @@ def port_sysctls(spec: HostSpec) -> dict[str, str]:
     return {f"net.ipv6.conf.{port}.keep_addr_on_down": "1" for port in ports}
 
 
-def _sysctl_path(key: str) -> str:
-    # Interface names may hold dots (eth0.100), so split on the known prefix, not on dots.
+def sysctl_slash_key(key: str) -> str:
+    """`net/ipv6/conf/eth0.100/keep_addr_on_down`: sysctl(8) and sysctl.d read "/" keys
+    literally, so interface names with dots (VLANs) stay intact."""
     head = "net.ipv6.conf."
     if key.startswith(head):
         dev, _, leaf = key[len(head) :].rpartition(".")
-        return f"/proc/sys/net/ipv6/conf/{dev}/{leaf}"
-    return "/proc/sys/" + key.replace(".", "/")
+        return f"net/ipv6/conf/{dev}/{leaf}"
+    return key
 
 
 def _sysctl_step(key: str, value: str) -> Step:
-    path = _sysctl_path(key)
+    slash = sysctl_slash_key(key)
+    path = "/proc/sys/" + (slash if "/" in slash else slash.replace(".", "/"))
     return Step(
         what=f"set {key} = {value}",
         holds=_sysctl_is(key, value),
-        commands=(("sysctl", "-q", "-w", f"{path[len('/proc/sys/') :]}={value}"),),
+        commands=(("sysctl", "-q", "-w", f"{slash}={value}"),),
         shell_check=f'[ "$(cat {_q(path)} 2>/dev/null)" = {_q(value)} ]',
         early=True,
     )

@@ -67,7 +67,7 @@ def _pyinfra(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 # The recorded host already had tcp_l3mdev_accept=1, so that sysctl is not in the plan.
 EXPECTED_COMMANDS = [
-    "$ sysctl -q -w net/ipv4/udp_l3mdev_accept=1",
+    "$ sysctl -q -w net.ipv4.udp_l3mdev_accept=1",
     "$ sysctl -q -w net/ipv6/conf/eth2/keep_addr_on_down=1",
     "$ ip link add dev mgmt0 type vrf table 10",
     "$ ip link set dev mgmt0 up",

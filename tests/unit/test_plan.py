@@ -57,8 +57,8 @@ def test_converged_host_with_static_route_gets_an_empty_plan() -> None:
 def test_clean_host_full_plan_in_safe_order() -> None:
     result = plan(seed_spec(), clean_state())
     assert summary(result) == [
-        "sysctl -q -w net/ipv4/tcp_l3mdev_accept=1",
-        "sysctl -q -w net/ipv4/udp_l3mdev_accept=1",
+        "sysctl -q -w net.ipv4.tcp_l3mdev_accept=1",
+        "sysctl -q -w net.ipv4.udp_l3mdev_accept=1",
         "sysctl -q -w net/ipv6/conf/eth2/keep_addr_on_down=1",
         f"write {paths.keyfile('mgmt0')}",
         f"write {paths.ifcfg('eth2')}",
@@ -210,8 +210,8 @@ def test_lost_ipv6_address_after_enslaving_is_restored() -> None:
 def test_l3mdev_sysctls_are_set_first() -> None:
     state = replace(converged_state(), sysctls={"net.ipv4.tcp_l3mdev_accept": "0"})
     assert commands(plan(seed_spec(), state)) == [
-        "sysctl -q -w net/ipv4/tcp_l3mdev_accept=1",
-        "sysctl -q -w net/ipv4/udp_l3mdev_accept=1",
+        "sysctl -q -w net.ipv4.tcp_l3mdev_accept=1",
+        "sysctl -q -w net.ipv4.udp_l3mdev_accept=1",
         "sysctl -q -w net/ipv6/conf/eth2/keep_addr_on_down=1",
     ]
 
@@ -220,8 +220,8 @@ def test_l3mdev_off_when_the_fleet_says_so() -> None:
     spec = seed_spec(l3mdev_accept=False)
     state = converged_state(spec)
     assert commands(plan(spec, state))[:2] == [
-        "sysctl -q -w net/ipv4/tcp_l3mdev_accept=0",
-        "sysctl -q -w net/ipv4/udp_l3mdev_accept=0",
+        "sysctl -q -w net.ipv4.tcp_l3mdev_accept=0",
+        "sysctl -q -w net.ipv4.udp_l3mdev_accept=0",
     ]
 
 
