@@ -203,7 +203,7 @@ def _file_changes(
         current = state.file(path)
         if desired is None:
             if current.exists:
-                changes.append(RemoveFile(path, "no longer wanted", current.text))
+                changes.append(RemoveFile(path, "not wanted by the fleet file", current.text))
             else:
                 continue
         else:
@@ -251,13 +251,18 @@ def _service_changes(
     if units_changed and state.systemd_running:
         changes.append(RunCommand(("systemctl", "daemon-reload"), "systemd rereads our unit"))
     wants_dir = posixpath.dirname(paths.UNIT_WANTS_LINK)
+    unit = posixpath.basename(paths.UNIT)
     if spec.present_vrfs and not state.unit_enabled:
-        changes.append(RunCommand(("mkdir", "-p", wants_dir), "enable the boot unit"))
+        changes.append(RunCommand(("mkdir", "-p", wants_dir), f"{unit} is not enabled at boot"))
         changes.append(
-            RunCommand(("ln", "-sfn", paths.UNIT, paths.UNIT_WANTS_LINK), "enable the boot unit")
+            RunCommand(
+                ("ln", "-sfn", paths.UNIT, paths.UNIT_WANTS_LINK), f"{unit} is not enabled at boot"
+            )
         )
     elif not spec.present_vrfs and state.unit_enabled:
-        changes.append(RunCommand(("rm", "-f", paths.UNIT_WANTS_LINK), "disable the boot unit"))
+        changes.append(
+            RunCommand(("rm", "-f", paths.UNIT_WANTS_LINK), f"{unit} still enabled at boot")
+        )
     return changes
 
 

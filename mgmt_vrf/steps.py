@@ -29,7 +29,7 @@ Check = Callable[[HostState], bool]
 
 @dataclass(frozen=True)
 class Step:
-    what: str  # a sentence for logs: "create VRF mgmt0 with table 10"
+    what: str  # what is wrong while the step does not hold: "table 10 lacks default via 192.0.2.1"
     holds: Check  # True when the fact shows this step is already done
     commands: tuple[Argv, ...]  # what the plan runs when it is not
     shell_check: str  # POSIX sh condition, true when done (the boot script's view)
@@ -252,7 +252,7 @@ def _sysctl_step(key: str, value: str) -> Step:
     slash = sysctl_slash_key(key)
     path = "/proc/sys/" + (slash if "/" in slash else slash.replace(".", "/"))
     return Step(
-        what=f"set {key} = {value}",
+        what=f"{key} is not {value}",
         holds=_sysctl_is(key, value),
         commands=(("sysctl", "-q", "-w", f"{slash}={value}"),),
         shell_check=f'[ "$(cat {_q(path)} 2>/dev/null)" = {_q(value)} ]',
@@ -270,7 +270,7 @@ def _main_default_steps(spec: HostSpec) -> list[Step]:
             continue
         steps.append(
             Step(
-                what=f"keep the main table's IPv{family} default via {gateway} dev {iface.name}",
+                what=f"main table lacks default via {gateway} dev {iface.name}",
                 holds=_route_present(family, MAIN_TABLE, "default", str(gateway)),
                 commands=(
                     (
@@ -332,7 +332,7 @@ def _stray_main_default_steps(spec: HostSpec) -> list[Step]:
             )
         steps.append(
             _DynamicStep(
-                what=f"remove stray IPv{family} default routes from the main table",
+                what=f"extra IPv{family} default route in main",
                 holds=_none_found(find),
                 commands=(),
                 shell_check=f"! {{ {check_cmd}; }}",
@@ -373,7 +373,7 @@ def _vrf_device_steps(vrf: Vrf) -> list[Step]:
 
     steps: list[Step] = [
         _DynamicStep(
-            what=f"create VRF {name} with table {table}",
+            what=f"create VRF {name} with table {table}: missing, or on another table",
             holds=device_ok,
             commands=(),
             shell_check=(
@@ -386,7 +386,7 @@ def _vrf_device_steps(vrf: Vrf) -> list[Step]:
             dynamic=recreate,
         ),
         Step(
-            what=f"bring VRF {name} up",
+            what=f"VRF {name} is not up",
             holds=_link_up(name, also=device_ok),
             commands=(("ip", "link", "set", "dev", name, "up"),),
             shell_check=f"ip link show dev {_q(name)} 2>/dev/null | grep -Eq '[<,]UP[,>]'",
@@ -396,8 +396,8 @@ def _vrf_device_steps(vrf: Vrf) -> list[Step]:
         steps.append(
             Step(
                 what=(
-                    f"close table {table} for IPv{family}: unreachable default at metric "
-                    f"{UNREACHABLE_METRIC}, so lookups never fall through to the main table"
+                    f"table {table} lacks the IPv{family} unreachable default at metric "
+                    f"{UNREACHABLE_METRIC}: lookups would fall through to the main table"
                 ),
                 holds=_route_present(family, vrf.table, "default", None, kind="unreachable"),
                 commands=(
@@ -428,13 +428,13 @@ def _port_steps(vrf: Vrf, port: Interface) -> list[Step]:
     enslaved = _enslaved(p, vrf)
     steps: list[Step] = [
         Step(
-            what=f"enslave {p} to VRF {name}",
+            what=f"{p} is not in VRF {name}",
             holds=enslaved,
             commands=(("ip", "link", "set", "dev", p, "master", name),),
             shell_check=f"ip link show dev {_q(p)} 2>/dev/null | {_has(f' master {name} ')}",
         ),
         Step(
-            what=f"bring {p} up",
+            what=f"{p} is not up in VRF {name}",
             holds=_link_up(p, also=enslaved),
             commands=(("ip", "link", "set", "dev", p, "up"),),
             shell_check=f"ip link show dev {_q(p)} 2>/dev/null | grep -Eq '[<,]UP[,>]'",
@@ -447,7 +447,7 @@ def _port_steps(vrf: Vrf, port: Interface) -> list[Step]:
         word = "inet" if fam == 4 else "inet6"
         steps.append(
             Step(
-                what=f"keep address {address} on {p}",
+                what=f"{p} lacks address {address} in VRF {name}",
                 holds=_has_address(p, address, vrf),
                 commands=(("ip", _fam(fam), "addr", "replace", str(address), "dev", p),),
                 shell_check=(
@@ -466,7 +466,7 @@ def _vrf_route_steps(vrf: Vrf) -> list[Step]:
         extras = _vrf_table_extras(vrf, family)
         steps.append(
             _DynamicStep(
-                what=f"remove undeclared IPv{family} gateway routes from table {table}",
+                what=f"undeclared IPv{family} gateway route in table {table}",
                 holds=_none_found(extras),
                 commands=(),
                 # First, so a `replace` below never races a delete of the same route key.
@@ -481,7 +481,7 @@ def _vrf_route_steps(vrf: Vrf) -> list[Step]:
             exact = _any_default(family) if dst == "default" else dst
             steps.append(
                 Step(
-                    what=f"route {shown} via {gateway} in table {table}",
+                    what=f"table {table} lacks {shown} via {gateway}",
                     holds=_route_present(family, vrf.table, dst, gateway),
                     commands=(
                         (
@@ -534,7 +534,7 @@ def teardown_steps(spec: HostSpec) -> list[Step]:
             port = spec.interface(port_name)
             steps.append(
                 Step(
-                    what=f"release {port_name} from VRF {vrf.name}",
+                    what=f"{port_name} still in VRF {vrf.name}, which is marked absent",
                     holds=_released(port_name, vrf.name),
                     commands=(("ip", "link", "set", "dev", port_name, "nomaster"),),
                     shell_check="true",
@@ -545,7 +545,7 @@ def teardown_steps(spec: HostSpec) -> list[Step]:
                     continue
                 steps.append(
                     Step(
-                        what=f"keep address {address} on {port_name}",
+                        what=f"{port_name} lacks address {address}",
                         holds=_released_with(port_name, vrf.name, address),
                         commands=(
                             (
@@ -563,7 +563,7 @@ def teardown_steps(spec: HostSpec) -> list[Step]:
                 )
         steps.append(
             Step(
-                what=f"delete VRF device {vrf.name}",
+                what=f"VRF {vrf.name} still exists but is marked absent",
                 holds=_no_vrf_device(vrf.name),
                 commands=(("ip", "link", "del", "dev", vrf.name),),
                 shell_check="true",
@@ -572,7 +572,10 @@ def teardown_steps(spec: HostSpec) -> list[Step]:
         for family in (4, 6):
             steps.append(
                 Step(
-                    what=f"empty table {vrf.table} for IPv{family}",
+                    what=(
+                        f"table {vrf.table} still has IPv{family} routes of the absent VRF "
+                        f"{vrf.name}"
+                    ),
                     holds=_table_empty(vrf.table, family),
                     commands=(("ip", _fam(family), "route", "flush", "table", str(vrf.table)),),
                     shell_check="true",

@@ -127,8 +127,9 @@ def test_reboot_keeps_the_vrf_without_the_controller(
         lab.reboot(host)
     for host in converged:
         assert_converged(lab, fleet, host)
-        boot_log = lab.check(host, "cat /run/lab/mgmt-vrf.service.log")
-        assert "mgmt-vrf:" in boot_log
+        # The lab has no NetworkManager: only our boot unit can have rebuilt the VRF. Run by
+        # hand now, the same script finds nothing left to do.
+        assert "mgmt-vrf: nothing to repair" in lab.check(host, paths.CONVERGE_SCRIPT)
     run = converge(fleet, converged)
     assert results(run) == (0, 0, 2)
 

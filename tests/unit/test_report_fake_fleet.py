@@ -1,0 +1,97 @@
+"""The drift report on the 20 simulated hosts of the blog's broken state (tests/fake_fleet)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from .test_fake_fleet import BROKEN, HOSTS, ROOT, _fleet_toml
+
+# What the recorded broken host differs in, in plan order. tcp_l3mdev_accept was already 1.
+EXPECTED = [
+    "net.ipv4.udp_l3mdev_accept is not 1",
+    "net.ipv6.conf.eth2.keep_addr_on_down is not 1",
+    "mgmt0.nmconnection missing",
+    "ifcfg-eth2 edited",
+    "90-mgmt-vrf.conf missing",
+    "mgmt-vrf-converge missing",
+    "mgmt-vrf.service missing",
+    "ifcfg-vrf.eth2 present: second profile for eth2: NetworkManager would activate only one",
+    "route-vrf.eth2 present: belongs to the removed profile ifcfg-vrf.eth2",
+    "route6-vrf.eth2 present: belongs to the removed profile ifcfg-vrf.eth2",
+    "mgmt-vrf.service is not enabled at boot",
+    "create VRF mgmt0 with table 10: missing, or on another table",
+    "VRF mgmt0 is not up",
+    "table 10 lacks the IPv4 unreachable default at metric 4278198272: lookups would fall "
+    "through to the main table",
+    "table 10 lacks the IPv6 unreachable default at metric 4278198272: lookups would fall "
+    "through to the main table",
+    "extra IPv4 default route in main: default via 203.0.113.1 dev eth2 metric 102",
+    "extra IPv6 default route in main: default via 2001:db8:1::1 dev eth2 metric 102",
+    "eth2 is not in VRF mgmt0",
+    "eth2 is not up in VRF mgmt0",
+    "eth2 lacks address 203.0.113.10/25 in VRF mgmt0",
+    "eth2 lacks address 2001:db8:1::10/64 in VRF mgmt0",
+    "table 10 lacks default via 203.0.113.1",
+    "table 10 lacks default via 2001:db8:1::1",
+]
+
+
+def _report(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    fleet = tmp_path / "fleet.toml"
+    fleet.write_text(_fleet_toml())
+    env = {**os.environ, "FAKE_FLEET": str(fleet), "FAKE_PROBE_OUTPUT": str(BROKEN)}
+    return subprocess.run(
+        [sys.executable, "-m", "mgmt_vrf_report", "--inventory", "tests/fake_fleet/inventory.py"]
+        + list(args),
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_every_fake_host_is_drifted_with_its_differences(tmp_path: Path) -> None:
+    result = _report(tmp_path, "--json")
+    assert result.returncode == 1, result.stderr[-3000:]
+    data = json.loads(result.stdout)
+    assert [h["host"] for h in data["hosts"]] == [f"@fake/{h}" for h in HOSTS]
+    for host in data["hosts"]:
+        assert host["status"] == "drifted", host
+        assert host["differences"] == EXPECTED, host["host"]
+    assert data["totals"]["drifted"] == 20 and data["exit_code"] == 1
+
+
+def test_text_report_one_line_per_host_then_totals(tmp_path: Path) -> None:
+    result = _report(tmp_path, "--limit", "@fake/alma0*")
+    assert result.returncode == 1, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    assert len(lines) == 10, lines
+    assert all(" drifted: net.ipv4.udp_l3mdev_accept is not 1; " in line for line in lines[:-1])
+    assert lines[-1] == "9 hosts: 0 converged, 9 drifted, 0 unreachable, 0 refused"
+
+
+def test_an_unknown_limit_is_an_error(tmp_path: Path) -> None:
+    result = _report(tmp_path, "--limit", "nosuchhost")
+    assert result.returncode == 2
+    assert "--limit nosuchhost: no host or group" in result.stderr
+
+
+def test_a_broken_fleet_file_is_an_error_before_any_host(tmp_path: Path) -> None:
+    fleet = tmp_path / "fleet.toml"
+    fleet.write_text('[hosts.a]\nssh_address = "a.invalid"\n[hosts.a.vrfs.m]\ntable = 254\n')
+    result = subprocess.run(
+        [sys.executable, "-m", "mgmt_vrf_report"],
+        cwd=ROOT,
+        env={**os.environ, "MGMT_VRF_FLEET": str(fleet)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert "no host was contacted" in result.stderr
+    assert "vrfs.m.table: 254 is reserved" in result.stderr
