@@ -1,0 +1,1 @@
+"""A VRF-capable lab of AlmaLinux-shaped hosts inside one qemu VM, reached over real SSH."""

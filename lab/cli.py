@@ -1,0 +1,118 @@
+"""`python -m lab COMMAND`: start, inspect, break and stop the lab."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from lab import client
+from lab.errors import LabError
+from lab.paths import run_dir
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m lab", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="start the lab, or reuse the running one")
+    up.add_argument("--hosts", type=int, default=3, help="number of hosts (default 3)")
+    sub.add_parser("down", help="stop the VM and remove the run state")
+    st = sub.add_parser("status", help="what runs, per host")
+    st.add_argument("--json", action="store_true")
+    for name, text in (
+        ("ssh", "ssh into a host (through its management segment); after --, run one command"),
+        ("gw", "run a command in a host's router namespace (its three gateways)"),
+    ):
+        s = sub.add_parser(name, help=text)
+        s.add_argument("host")
+        s.add_argument("cmd", nargs=argparse.REMAINDER)
+    v = sub.add_parser("vm", help="run a command in the VM's root namespace (controller side)")
+    v.add_argument("cmd", nargs=argparse.REMAINDER)
+    for name, text in (
+        ("reboot", "wipe the host's network state and run its boot path; files are kept"),
+        ("reset", "like reboot, and also drop every file written on the host"),
+        ("cut", "break the controller's ssh path through the host's management segment"),
+        ("heal", "restore the controller's ssh path"),
+        ("seed-broken", "put the blog's broken state on a host (six ifcfg files, extra defaults)"),
+    ):
+        s = sub.add_parser(name, help=text)
+        s.add_argument("host")
+    return p
+
+
+def _cmd(words: list[str]) -> list[str]:
+    return words[1:] if words[:1] == ["--"] else words
+
+
+def _passthrough(r: client.subprocess.CompletedProcess[str]) -> int:
+    sys.stdout.write(r.stdout)
+    sys.stderr.write(r.stderr)
+    return r.returncode
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except LabError as e:
+        print(f"lab: {e}", file=sys.stderr)
+        return 1
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    c = args.command
+    if c == "up":
+        seconds = client.up(args.hosts)
+        run = run_dir()
+        print(f"lab: {len(client.host_names())} hosts up ({seconds:.1f}s)")
+        print(f"lab: fleet file {run / 'fleet.toml'}")
+        print("lab: reach a host with `python -m lab ssh lab1`")
+        return 0
+    if c == "down":
+        print("lab: stopped" if client.down() else "lab: was not running; run state removed")
+        return 0
+    if c == "status":
+        if not client.running():
+            print(json.dumps({"running": False}) if args.json else "lab: not running")
+            return 3
+        data = client.status()
+        if args.json:
+            print(json.dumps({"running": True, **data}))
+            return 0
+        print(f"lab: running, VM up {data['uptime']:.0f}s")
+        hosts = data["hosts"]
+        assert isinstance(hosts, dict)
+        for name, h in hosts.items():
+            flags = [
+                "ready" if h["ready"] else ("booting" if h["running"] else "stopped"),
+                "CUT" if h["cut"] else "",
+                ("vrf " + ",".join(h["vrfs"])) if h["vrfs"] else "",
+            ]
+            print(f"  {name}  port {h['port']}  " + "  ".join(f for f in flags if f))
+        return 0
+    if c == "ssh":
+        cmd = _cmd(args.cmd)
+        if cmd:
+            r = client.ssh(args.host, cmd, timeout=None)
+            return _passthrough(r)
+        argv = client.ssh_argv(args.host, tty=True)
+        os.execvp(argv[0], argv)
+    if c == "gw":
+        return _passthrough(
+            client.gw(args.host, _cmd(args.cmd) or ["ip", "-br", "address"], timeout=None)
+        )
+    if c == "vm":
+        return _passthrough(
+            client.vm_command(_cmd(args.cmd) or ["ip", "-br", "address"], timeout=None)
+        )
+    actions = {
+        "reboot": client.reboot,
+        "reset": client.reset,
+        "cut": client.cut,
+        "heal": client.heal,
+        "seed-broken": client.seed_broken,
+    }
+    actions[c](args.host)
+    print(f"lab: {c} {args.host}: done")
+    return 0

@@ -1,0 +1,179 @@
+"""The lab as a Python API: what the CLI, the tests and the benchmarks call."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import time
+from pathlib import Path
+
+from lab import fleet, keys, vm
+from lab import topology as t
+from lab.errors import LabError
+from lab.paths import run_dir
+
+BOOT_TIMEOUT = 900.0
+MIN_SLOTS = 10
+
+
+def up(hosts: int = 3) -> float:
+    """Starts the lab, or reuses a running one, with at least `hosts` hosts; returns seconds."""
+    if hosts < 1:
+        raise LabError("--hosts must be at least 1")
+    t0 = time.monotonic()
+    run = run_dir()
+    state = vm.read_state(run)
+    if state is not None:
+        if hosts > state.max_hosts:
+            raise LabError(
+                f"the running lab has room for {state.max_hosts} hosts, {hosts} asked; "
+                "run `python -m lab down` first"
+            )
+        vm.agent("ensure-hosts", str(hosts), timeout=BOOT_TIMEOUT)
+        hosts = max(hosts, state.hosts)
+        _record_hosts(run, hosts)
+    else:
+        state = vm.start(hosts, max(hosts, MIN_SLOTS))
+        try:
+            vm.wait_ready(state, BOOT_TIMEOUT)
+        except LabError:
+            vm.stop()
+            raise
+    fleet.write(run, hosts)
+    return time.monotonic() - t0
+
+
+def _record_hosts(run: Path, hosts: int) -> None:
+    path = run / "vm.json"
+    data = json.loads(path.read_text())
+    data["hosts"] = hosts
+    path.write_text(json.dumps(data) + "\n")
+
+
+def down() -> bool:
+    stopped = vm.stop()
+    run = run_dir()
+    if run.exists():
+        for p in run.iterdir():
+            if p.name == "cache":
+                continue
+            if p.is_dir():
+                _rmtree(p)
+            else:
+                p.unlink()
+    return stopped
+
+
+def _rmtree(p: Path) -> None:
+    import shutil
+
+    shutil.rmtree(p, ignore_errors=True)
+
+
+def running() -> bool:
+    return vm.read_state(run_dir()) is not None
+
+
+def require_running() -> vm.VmState:
+    state = vm.read_state(run_dir())
+    if state is None:
+        raise LabError("the lab is not running; start it with `python -m lab up`")
+    return state
+
+
+def host_names() -> list[str]:
+    state = require_running()
+    return [t.host_name(i) for i in range(1, state.hosts + 1)]
+
+
+def check_host(name: str) -> int:
+    try:
+        index = t.host_index(name)
+    except ValueError as e:
+        raise LabError(str(e)) from e
+    state = require_running()
+    if index > state.hosts:
+        raise LabError(
+            f"{name} is not in the lab (it has lab1..lab{state.hosts}); use `up --hosts {index}`"
+        )
+    return index
+
+
+def ssh_argv(name: str, command: list[str] | str | None = None, tty: bool = False) -> list[str]:
+    index = check_host(name)
+    argv = ["ssh", *vm.ssh_options(run_dir()), "-p", str(t.host_port(index))]
+    if tty:
+        argv.append("-t")
+    argv.append("root@127.0.0.1")
+    if command:
+        argv.append(command if isinstance(command, str) else _join(command))
+    return argv
+
+
+def _join(command: list[str]) -> str:
+    # One argument is a shell command line as typed; several are quoted word by word.
+    return command[0] if len(command) == 1 else shlex.join(command)
+
+
+def ssh(
+    name: str, command: list[str] | str, timeout: float | None = 60, input: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    argv = ssh_argv(name, command)
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, input=input)
+    except subprocess.TimeoutExpired as e:
+        return subprocess.CompletedProcess(
+            argv, 255, stdout="", stderr=f"ssh timed out after {e.timeout}s"
+        )
+
+
+def gw(
+    name: str, command: list[str] | str, timeout: float | None = 60
+) -> subprocess.CompletedProcess[str]:
+    """Runs a command in the host's router namespace (the three gateways and the uplink)."""
+    check_host(name)
+    cmd = command if isinstance(command, str) else _join(command)
+    return vm.vm_run(f"ip netns exec {t.router_ns(name)} sh -c {shlex.quote(cmd)}", timeout=timeout)
+
+
+def vm_command(
+    command: list[str] | str, timeout: float | None = 60
+) -> subprocess.CompletedProcess[str]:
+    require_running()
+    return vm.vm_run(command if isinstance(command, str) else _join(command), timeout=timeout)
+
+
+def reboot(name: str) -> None:
+    check_host(name)
+    vm.agent("reboot", name)
+
+
+def reset(name: str) -> None:
+    check_host(name)
+    vm.agent("reset", name)
+
+
+def seed_broken(name: str) -> None:
+    check_host(name)
+    vm.agent("seed-broken", name)
+
+
+def cut(name: str) -> None:
+    check_host(name)
+    vm.agent("cut", name)
+
+
+def heal(name: str) -> None:
+    check_host(name)
+    vm.agent("heal", name)
+
+
+def status() -> dict[str, object]:
+    require_running()
+    data: dict[str, object] = json.loads(vm.agent("status"))
+    return data
+
+
+def known_hosts() -> Path:
+    return keys.known_hosts(run_dir())

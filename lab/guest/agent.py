@@ -1,0 +1,739 @@
+"""Runs inside the lab VM as root: builds the namespaces and answers the controller.
+
+`init RUN_DIR` is the VM's PID 1 (started by vminit.sh); every other verb is run by
+the controller over the VM's control sshd. Output of `status` is JSON on stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from lab import topology as t  # noqa: E402
+from lab.guest import blog  # noqa: E402
+
+STATE = Path("/.lab/state")
+GUEST = Path(__file__).resolve().parent
+CGROUP = Path("/sys/fs/cgroup/lab")
+# "systemd": each host boots Debian's systemd in a systemd-nspawn container;
+# "runner": hostboot.py stands in for it (lighter, for very large labs).
+MODE = {"init": "systemd"}
+LAB_NETWORK_UNIT = f"""[Unit]
+Description=Lab network bring-up (stands in for NetworkManager)
+DefaultDependencies=no
+After=systemd-sysctl.service
+Before=network.target network-online.target
+Wants=network.target
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/bin/sh {GUEST / "lab-network.sh"}
+
+[Install]
+WantedBy=multi-user.target
+"""
+MASKED_UNITS = (
+    "modprobe@.service",
+    "sys-kernel-debug.mount",
+    "sys-kernel-tracing.mount",
+    "sys-kernel-config.mount",
+    "sys-fs-fuse-connections.mount",
+    "dev-hugepages.mount",
+    "dev-mqueue.mount",
+    "user@.service",
+    "console-getty.service",
+    "getty@.service",
+    "systemd-tmpfiles-clean.timer",
+    "e2scrub_reap.service",
+    "systemd-update-utmp.service",
+    "systemd-update-utmp-runlevel.service",
+)
+NSPAWN = (
+    "systemd-nspawn",
+    "--quiet",
+    "--register=no",
+    "--keep-unit",
+    "--boot",
+    "--console=passive",
+    "--link-journal=no",
+    "--resolv-conf=off",
+    "--timezone=off",
+    "--capability=all",
+    # ip vrf exec loads a BPF program into the host's cgroup.
+    "--system-call-filter=bpf",
+)
+MODULES = (
+    "vrf",
+    "veth",
+    "dummy",
+    "nf_tables",
+    "nft_chain_nat",
+    "nf_nat",
+    "nf_conntrack",
+    "nft_ct",
+    "nft_redir",
+)
+
+
+def sh(*argv: str, check: bool = True, quiet: bool = False) -> subprocess.CompletedProcess[str]:
+    r = subprocess.run(argv, capture_output=True, text=True)
+    if check and r.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)}: {r.stderr.strip() or r.stdout.strip()}")
+    if not quiet and r.returncode != 0:
+        print(f"agent: {' '.join(argv)}: {r.stderr.strip()}", file=sys.stderr)
+    return r
+
+
+def ip_batch(lines: list[str], netns: str | None = None) -> None:
+    argv = ["ip"] + (["-n", netns] if netns else []) + ["-batch", "-"]
+    r = subprocess.run(argv, input="\n".join(lines) + "\n", capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"ip batch in {netns or 'root'}: {r.stderr.strip()}")
+
+
+def write(path: Path, text: str, mode: int = 0o644) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    path.chmod(mode)
+
+
+def append_log(path: str | Path) -> int:
+    """A file descriptor for a child's output; the child keeps it open, we need not."""
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+
+
+def set_sysctl(path: str, value: str) -> None:
+    Path("/proc/sys", path).write_text(value + "\n")
+
+
+def config(run: Path) -> dict[str, object]:
+    return json.loads((run / "vm.json").read_text())
+
+
+# --- base layer --------------------------------------------------------------------
+
+
+OS_RELEASE = """NAME="AlmaLinux"
+VERSION="8.7 (Stone Smilodon)"
+ID="almalinux"
+ID_LIKE="rhel centos fedora"
+VERSION_ID="8.7"
+PLATFORM_ID="platform:el8"
+PRETTY_NAME="AlmaLinux 8.7 (Stone Smilodon)"
+ANSI_COLOR="0;34"
+LOGO="fedora-logo-icon"
+CPE_NAME="cpe:/o:almalinux:almalinux:8::baseos"
+HOME_URL="https://almalinux.org/"
+"""
+
+
+ROOT_BASH_PROFILE = """# .bash_profile
+
+# Get the aliases and functions
+if [ -f ~/.bashrc ]; then
+\t. ~/.bashrc
+fi
+"""
+
+ROOT_BASHRC = """# .bashrc
+
+# User specific aliases and functions
+
+alias rm='rm -i'
+alias cp='cp -i'
+alias mv='mv -i'
+"""
+
+
+def opaque(path: Path) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    os.setxattr(path, "trusted.overlay.opaque", b"y")
+
+
+def build_base(run: Path) -> None:
+    """The layer every host shares above the machine's root: what makes it look like EL8."""
+    base = STATE / "base"
+    write(base / "etc/os-release", OS_RELEASE)
+    write(base / "usr/lib/lab/network.batch", "\n".join(host_network_batch()) + "\n")
+    units = base / "usr/lib/systemd/system"
+    write(units / "lab-network.service", LAB_NETWORK_UNIT)
+    (units / "multi-user.target.wants").mkdir(parents=True, exist_ok=True)
+    for unit in ("lab-network.service", "ssh.service"):
+        (units / "multi-user.target.wants" / unit).symlink_to(f"../{unit}")
+    # Units that only cost boot time in a container under emulation (kernel modules, debug
+    # filesystems, a per-login user manager, consoles, periodic cleanups).
+    (base / "etc/systemd/system").mkdir(parents=True, exist_ok=True)
+    for unit in MASKED_UNITS:
+        (base / "etc/systemd/system" / unit).symlink_to("/dev/null")
+    # Only the host's own key: the machine's other host keys would be shared by all hosts.
+    write(base / "etc/ssh/sshd_config.d/lab.conf", "HostKey /etc/ssh/ssh_host_ed25519_key\n")
+    write(base / "etc/redhat-release", "AlmaLinux release 8.7 (Stone Smilodon)\n")
+    write(base / "etc/almalinux-release", "AlmaLinux release 8.7 (Stone Smilodon)\n")
+    for name, text in blog.clean_ifcfg().items():
+        write(base / "etc/sysconfig/network-scripts" / name, text)
+    (base / "etc/NetworkManager/system-connections").mkdir(parents=True, exist_ok=True)
+    (base / "etc/NetworkManager/system-connections").chmod(0o700)
+    # The machine's own units and sysctl files are not the host's: hide them.
+    opaque(base / "etc/systemd/system")
+    (base / "etc/systemd/system/multi-user.target.wants").mkdir(exist_ok=True)
+    opaque(base / "etc/sysctl.d")
+    (base / "etc/sysctl.d/99-sysctl.conf").symlink_to("../sysctl.conf")
+    write(
+        base / "etc/sysctl.conf", "# sysctl settings are defined through files in /etc/sysctl.d/\n"
+    )
+    opaque(base / "usr/lib/sysctl.d")
+    (base / "var/lib").mkdir(parents=True, exist_ok=True)
+    (base / "usr/local/sbin").mkdir(parents=True, exist_ok=True)
+    (base / "usr/libexec").mkdir(parents=True, exist_ok=True)
+    # root's home as EL8 creates it; this machine's /root (toolchains, history) is not the host's.
+    opaque(base / "root")
+    (base / "root").chmod(0o550)
+    write(base / "root/.bash_profile", ROOT_BASH_PROFILE)
+    write(base / "root/.bashrc", ROOT_BASHRC)
+    write(base / "root/.bash_logout", "# ~/.bash_logout\n")
+    ssh = base / "root/.ssh"
+    ssh.mkdir(parents=True, exist_ok=True)
+    ssh.chmod(0o700)
+    write(ssh / "authorized_keys", (run / "id_ed25519.pub").read_text(), 0o600)
+
+
+# --- root namespace and control sshd ------------------------------------------------
+
+
+def setup_root(run: Path, max_hosts: int) -> None:
+    for m in MODULES:
+        sh("modprobe", m, check=False)
+    # Forwarding only per interface: new namespaces copy the root namespace's "all" and
+    # "default" IPv4 settings, and hosts must start with kernel defaults.
+    set_sysctl("net/ipv4/conf/eth0/forwarding", "1")
+    first, last = t.host_port(1), t.host_port(max_hosts)
+    marks = ", ".join(f"{t.host_port(i)} : {t.host_port(i)}" for i in range(1, max_hosts + 1))
+    rules = f"""
+table ip lab {{
+    chain lab_mark {{
+        type filter hook prerouting priority mangle; policy accept;
+        iifname "eth0" tcp dport {first}-{last} meta mark set tcp dport map {{ {marks} }}
+    }}
+    chain lab_dnat {{
+        type nat hook prerouting priority dstnat; policy accept;
+        iifname "eth0" tcp dport {first}-{last} dnat to {t.MGMT.host4}:22
+    }}
+}}
+"""
+    r = subprocess.run(["nft", "-f", "-"], input=rules, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"nft: {r.stderr}")
+    CGROUP.mkdir(exist_ok=True)
+
+
+def start_control_sshd(run: Path) -> None:
+    etc = Path("/run/lab-vm")
+    shutil.copy(run / "vm_host_ed25519_key", etc / "host_key")
+    (etc / "host_key").chmod(0o600)
+    write(Path("/root/.ssh/authorized_keys"), (run / "id_ed25519.pub").read_text(), 0o600)
+    Path("/root/.ssh").chmod(0o700)
+    Path("/run/sshd").mkdir(exist_ok=True)
+    subprocess.Popen(
+        [
+            "/usr/sbin/sshd",
+            "-D",
+            "-e",
+            "-f",
+            "/dev/null",
+            "-h",
+            str(etc / "host_key"),
+            "-o",
+            f"Port={t.control_port()}",
+            "-o",
+            "PermitRootLogin=prohibit-password",
+            "-o",
+            "UsePAM=no",
+            "-o",
+            "PidFile=/run/sshd-control.pid",
+            "-o",
+            "Subsystem=sftp /usr/lib/openssh/sftp-server",
+            "-o",
+            "MaxStartups=100",
+            "-o",
+            "MaxSessions=100",
+        ],
+        stdout=append_log("/run/lab-vm/sshd.log"),
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+# --- hosts --------------------------------------------------------------------------
+
+
+def host_dir(name: str) -> Path:
+    return STATE / "hosts" / name
+
+
+def router_exists(name: str) -> bool:
+    return Path(f"/run/netns/{t.router_ns(name)}").exists()
+
+
+def create_router(index: int) -> None:
+    name = t.host_name(index)
+    gw = t.router_ns(name)
+    port = t.host_port(index)
+    up = t.uplink_root_if(index)
+    sh("ip", "netns", "add", gw)
+    ip_batch([f"link add {up} type veth peer name uplink netns {gw}"])
+    set_sysctl(f"net/ipv4/conf/{up}/forwarding", "1")
+    ip_batch(
+        [
+            f"address add {t.UPLINK_ROOT4}/32 dev {up}",
+            f"link set dev {up} up",
+            f"route add default via {t.UPLINK_ROUTER4} dev {up} onlink table {port}",
+            f"rule add fwmark {port} lookup {port} pref 100",
+        ]
+    )
+    ip_batch(
+        [
+            "link set lo up",
+            f"address add {t.ROUTER_FAR6}/128 dev lo",
+            f"address add {t.UPLINK_ROUTER4}/32 dev uplink",
+            "link set dev uplink up",
+            f"route add {t.UPLINK_ROOT4}/32 dev uplink",
+            f"route add default via {t.UPLINK_ROOT4} dev uplink onlink",
+        ],
+        gw,
+    )
+    sh(
+        "ip",
+        "netns",
+        "exec",
+        gw,
+        "sysctl",
+        "-q",
+        "-w",
+        "net.ipv4.ip_forward=1",
+        "net.ipv6.conf.all.forwarding=1",
+        "net.ipv4.conf.all.rp_filter=0",
+    )
+    # Each gateway answers only on its own segment, as separate routers would: a host
+    # whose management routes are gone cannot reach the management gateway via eth0.
+    onlink = "\n".join(
+        f'        ip{"6" if v6 else ""} daddr {addr} iifname != "{seg.gw_if}" drop'
+        for seg in t.SEGMENTS
+        for v6, addr in ((False, seg.gw4), (True, seg.gw6))
+    )
+    rules = f"""
+table inet lab {{
+    chain input {{
+        type filter hook input priority filter; policy accept;
+{onlink}
+    }}
+}}
+"""
+    r = subprocess.run(
+        ["ip", "netns", "exec", gw, "nft", "-f", "-"], input=rules, capture_output=True, text=True
+    )
+    if r.returncode != 0:
+        raise RuntimeError(f"nft in {gw}: {r.stderr}")
+    reply = f'echo "{gw} $SOCAT_SOCKADDR from $SOCAT_PEERADDR"'
+    for listen in (
+        f"TCP4-LISTEN:{t.GATEWAY_TCP_PORT}",
+        f"TCP6-LISTEN:{t.GATEWAY_TCP_PORT},ipv6only=1",
+    ):
+        subprocess.Popen(
+            ["ip", "netns", "exec", gw, "socat", f"{listen},fork,reuseaddr", f"SYSTEM:{reply}"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+
+def host_network_batch() -> list[str]:
+    lines = ["link set lo up"]
+    for seg in t.SEGMENTS:
+        lines += [
+            f"link set dev {seg.host_if} up",
+            f"address add {seg.host4_cidr} dev {seg.host_if}",
+            f"address add {seg.host6_cidr} dev {seg.host_if} nodad",
+        ]
+    lines += [
+        f"route add default via {t.SERVICE.gw4} dev eth0 proto static metric {t.MAIN_METRIC}",
+        f"route add ::/0 via {t.SERVICE.gw6} dev eth0 proto static metric {t.MAIN_METRIC}",
+    ]
+    return lines
+
+
+def prepare_host_files(run: Path, name: str) -> None:
+    d = host_dir(name)
+    for sub in ("upper", "work", "root"):
+        (d / sub).mkdir(parents=True, exist_ok=True)
+    upper = d / "upper"
+    keys = run / "hosts" / name
+    if not (upper / "etc/ssh/ssh_host_ed25519_key").exists():
+        for suffix, mode in (("", 0o600), (".pub", 0o644)):
+            src = keys / f"ssh_host_ed25519_key{suffix}"
+            write(upper / f"etc/ssh/ssh_host_ed25519_key{suffix}", src.read_text(), mode)
+        write(upper / "etc/hostname", f"{name}\n")
+        write(upper / "etc/machine-id", os.urandom(16).hex() + "\n", 0o444)
+
+
+def start_host(run: Path, index: int) -> None:
+    name = t.host_name(index)
+    gw = t.router_ns(name)
+    d = host_dir(name)
+    prepare_host_files(run, name)
+    sh("ip", "netns", "add", name)
+    links = []
+    router = []
+    for i, seg in enumerate(t.SEGMENTS):
+        links.append(
+            f"link add {seg.gw_if} address {t.mac(index, i, True)} type veth "
+            f"peer name {seg.host_if} netns {name} address {t.mac(index, i, False)}"
+        )
+        router += [
+            f"address add {seg.gw4}/{seg.prefix4} dev {seg.gw_if}",
+            f"address add {seg.gw6}/{seg.prefix6} dev {seg.gw_if} nodad",
+            f"link set dev {seg.gw_if} up",
+        ]
+    ip_batch(links + router, gw)
+    cg = CGROUP / name
+    cg.mkdir(exist_ok=True)
+
+    def enter_cgroup() -> None:
+        (cg / "cgroup.procs").write_text(str(os.getpid()))
+
+    if MODE["init"] == "systemd":
+        root = d / "root"
+        if not os.path.ismount(root):
+            sh(
+                "mount", "-t", "overlay", f"lab-{name}", "-o",
+                f"lowerdir={STATE / 'base'}:/.lab/ro,upperdir={d / 'upper'},workdir={d / 'work'}",
+                str(root),
+            )  # fmt: skip
+        proc = subprocess.Popen(
+            [*NSPAWN, f"--directory={root}", f"--network-namespace-path=/run/netns/{name}",
+             f"--machine={name}"],
+            stdin=subprocess.DEVNULL,
+            stdout=(log := append_log(d / "init.log")),
+            stderr=subprocess.STDOUT,
+            preexec_fn=enter_cgroup,
+            start_new_session=True,
+            # /proc/sys/net is the host's own (its network namespace); the rest is the VM's.
+            env={**os.environ, "SYSTEMD_NSPAWN_API_VFS_WRITABLE": "network"},
+        )  # fmt: skip
+        os.close(log)
+        write(d / "unshare.pid", f"{proc.pid}\n")
+        return
+    write(d / "network.batch", "\n".join(host_network_batch()) + "\n")
+
+    proc = subprocess.Popen(
+        [
+            "ip",
+            "netns",
+            "exec",
+            name,
+            "unshare",
+            "--mount",
+            "--pid",
+            "--fork",
+            "--uts",
+            "--cgroup",
+            "--ipc",
+            "/bin/sh",
+            str(GUEST / "hostinit.sh"),
+            name,
+            str(STATE),
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=(log := append_log(d / "init.log")),
+        stderr=subprocess.STDOUT,
+        preexec_fn=enter_cgroup,
+        start_new_session=True,
+    )
+    os.close(log)
+    write(d / "unshare.pid", f"{proc.pid}\n")
+
+
+def host_pid(name: str) -> int | None:
+    if MODE["init"] == "systemd":
+        try:
+            pids = (CGROUP / name / "payload/init.scope/cgroup.procs").read_text().split()
+        except OSError:
+            return None
+        return int(pids[0]) if pids else None
+    try:
+        upid = int((host_dir(name) / "unshare.pid").read_text())
+        children = Path(f"/proc/{upid}/task/{upid}/children").read_text().split()
+    except (OSError, ValueError):
+        return None
+    return int(children[0]) if children else None
+
+
+def host_ready(name: str) -> bool:
+    pid = host_pid(name)
+    marker = "run/sshd.pid" if MODE["init"] == "systemd" else "run/lab/ready"
+    return pid is not None and Path(f"/proc/{pid}/root/{marker}").exists()
+
+
+def wait_ready(names: list[str], timeout: float) -> list[str]:
+    deadline = time.monotonic() + timeout
+    pending = list(names)
+    while pending and time.monotonic() < deadline:
+        pending = [n for n in pending if not host_ready(n)]
+        if pending:
+            time.sleep(0.2)
+    return pending
+
+
+def stop_host(name: str) -> None:
+    cg = CGROUP / name
+    if cg.exists():
+        (cg / "cgroup.kill").write_text("1")
+        deadline = time.monotonic() + 10
+        while "populated 1" in (cg / "cgroup.events").read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    root = host_dir(name) / "root"
+    if os.path.ismount(root):
+        sh("umount", "-l", str(root))
+    if Path(f"/run/netns/{name}").exists():
+        sh("ip", "netns", "del", name)
+    # The veth peers vanish with the host's namespace; wait so names can be reused.
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        r = sh(
+            "ip",
+            "-n",
+            t.router_ns(name),
+            "-o",
+            "link",
+            "show",
+            "dev",
+            "mgmt",
+            check=False,
+            quiet=True,
+        )
+        if r.returncode != 0:
+            break
+        time.sleep(0.05)
+
+
+def existing_hosts() -> list[str]:
+    hosts = STATE / "hosts"
+    if not hosts.is_dir():
+        return []
+    return sorted((p.name for p in hosts.iterdir()), key=t.host_index)
+
+
+def ensure_hosts(run: Path, count: int, timeout: float = 600) -> None:
+    started = []
+    for index in range(1, count + 1):
+        name = t.host_name(index)
+        if not router_exists(name):
+            create_router(index)
+        if not Path(f"/run/netns/{name}").exists():
+            start_host(run, index)
+            started.append(name)
+    missing = wait_ready(started, timeout)
+    if missing:
+        raise RuntimeError(f"hosts did not finish booting: {', '.join(missing)}")
+
+
+def reboot(run: Path, name: str) -> None:
+    stop_host(name)
+    start_host(run, t.host_index(name))
+    missing = wait_ready([name], 120)
+    if missing:
+        raise RuntimeError(
+            f"{name} did not finish booting; see {host_dir(name)}/init.log in the VM"
+        )
+
+
+def reset(run: Path, name: str) -> None:
+    stop_host(name)
+    upper = host_dir(name) / "upper"
+    keep = {
+        "etc/ssh/ssh_host_ed25519_key",
+        "etc/ssh/ssh_host_ed25519_key.pub",
+        "etc/hostname",
+        "etc/machine-id",
+    }
+    saved = {
+        k: ((upper / k).read_bytes(), (upper / k).stat().st_mode)
+        for k in keep
+        if (upper / k).exists()
+    }
+    shutil.rmtree(upper)
+    shutil.rmtree(host_dir(name) / "work")
+    for k, (data, mode) in saved.items():
+        (upper / k).parent.mkdir(parents=True, exist_ok=True)
+        (upper / k).write_bytes(data)
+        (upper / k).chmod(mode)
+    start_host(run, t.host_index(name))
+    if wait_ready([name], 120):
+        raise RuntimeError(f"{name} did not finish booting after reset")
+
+
+def host_root(name: str) -> Path:
+    pid = host_pid(name)
+    if pid is None:
+        raise RuntimeError(f"{name} is not running; try `python -m lab reboot {name}`")
+    return Path(f"/proc/{pid}/root")
+
+
+def seed_broken(run: Path, name: str) -> None:
+    scripts = host_root(name) / "etc/sysconfig/network-scripts"
+    for fname, text in blog.broken_files().items():
+        write(scripts / fname, text)
+    reboot(run, name)
+
+
+def cut(name: str) -> None:
+    gw = t.router_ns(name)
+    if is_cut(name):
+        return
+    rules = """
+table inet labcut {
+    chain forward {
+        type filter hook forward priority filter; policy accept;
+        iifname "mgmt" drop
+        oifname "mgmt" drop
+    }
+}
+"""
+    r = subprocess.run(
+        ["ip", "netns", "exec", gw, "nft", "-f", "-"], input=rules, capture_output=True, text=True
+    )
+    if r.returncode != 0:
+        raise RuntimeError(f"nft in {gw}: {r.stderr}")
+
+
+def heal(name: str) -> None:
+    if is_cut(name):
+        sh("ip", "netns", "exec", t.router_ns(name), "nft", "delete", "table", "inet", "labcut")
+
+
+def is_cut(name: str) -> bool:
+    r = sh(
+        "ip",
+        "netns",
+        "exec",
+        t.router_ns(name),
+        "nft",
+        "list",
+        "table",
+        "inet",
+        "labcut",
+        check=False,
+        quiet=True,
+    )
+    return r.returncode == 0
+
+
+def status() -> dict[str, object]:
+    hosts = {}
+    for name in existing_hosts():
+        pid = host_pid(name)
+        vrfs = []
+        if Path(f"/run/netns/{name}").exists():
+            r = sh(
+                "ip", "-n", name, "-j", "-d", "link", "show", "type", "vrf", check=False, quiet=True
+            )
+            try:
+                vrfs = [link["ifname"] for link in json.loads(r.stdout or "[]") if "ifname" in link]
+            except ValueError:
+                vrfs = []
+        hosts[name] = {
+            "running": pid is not None,
+            "ready": host_ready(name),
+            "cut": is_cut(name) if router_exists(name) else None,
+            "vrfs": vrfs,
+            "port": t.host_port(t.host_index(name)),
+        }
+    return {"hosts": hosts, "uptime": float(Path("/proc/uptime").read_text().split()[0])}
+
+
+# --- entry points -------------------------------------------------------------------
+
+
+def init(run: Path) -> None:
+    console = os.open("/dev/console", os.O_WRONLY)
+    os.dup2(console, 1)
+    os.dup2(console, 2)
+    try:
+        cfg = config(run)
+        os.environ["LAB_BASE_PORT"] = str(cfg.get("base_port", 2200))
+        MODE["init"] = str(cfg.get("init", "runner"))
+        STATE.mkdir(parents=True, exist_ok=True)
+        ip_batch(
+            [
+                "link set dev lo up",
+                "link set dev eth0 up",
+                f"address add {t.VM4}/{t.VM_PREFIX} dev eth0",
+            ]
+        )
+        Path("/run/lab-vm").mkdir(exist_ok=True)
+        write(Path("/run/lab-vm/run-dir"), f"{run}\n")
+        start_control_sshd(run)
+        sh("mount", "-t", "tmpfs", "-o", "mode=755", "labstate", str(STATE))
+        setup_root(run, int(str(cfg["max_hosts"])))
+        build_base(run)
+        t0 = time.monotonic()
+        ensure_hosts(run, int(str(cfg["hosts"])))
+        print(f"lab: {cfg['hosts']} hosts ready in {time.monotonic() - t0:.1f}s", flush=True)
+        write(Path("/run/lab-vm/ready"), "ok\n")
+    except Exception as e:  # noqa: BLE001 - PID 1 must survive to be debugged
+        print(f"lab: VM setup failed: {type(e).__name__}: {e}", flush=True)
+        write(Path("/run/lab-vm/failed"), f"{type(e).__name__}: {e}\n")
+    while True:
+        try:
+            os.wait()
+        except ChildProcessError:
+            time.sleep(1)
+
+
+def main(argv: list[str]) -> int:
+    if not argv:
+        print("usage: agent.py VERB ...", file=sys.stderr)
+        return 2
+    verb, args = argv[0], argv[1:]
+    if verb == "init":
+        init(Path(args[0]))
+        return 0
+    run = Path(Path("/run/lab-vm/run-dir").read_text().strip())
+    os.environ["LAB_BASE_PORT"] = str(config(run).get("base_port", 2200))
+    MODE["init"] = str(config(run).get("init", "runner"))
+    try:
+        if verb == "ensure-hosts":
+            ensure_hosts(run, int(args[0]))
+        elif verb == "reboot":
+            reboot(run, args[0])
+        elif verb == "reset":
+            reset(run, args[0])
+        elif verb == "seed-broken":
+            seed_broken(run, args[0])
+        elif verb == "cut":
+            cut(args[0])
+        elif verb == "heal":
+            heal(args[0])
+        elif verb == "status":
+            print(json.dumps(status()))
+        elif verb == "wait-ready":
+            return 0 if Path("/run/lab-vm/ready").exists() else 1
+        else:
+            print(f"agent: unknown verb {verb}", file=sys.stderr)
+            return 2
+    except (RuntimeError, ValueError, OSError) as e:
+        print(f"lab (in VM): {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,32 @@
+"""Where the lab keeps its runtime state and cache."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from lab.errors import LabError
+
+LAB_DIR = Path(__file__).resolve().parent
+GUEST_DIR = LAB_DIR / "guest"
+
+
+# The VM mounts its own filesystems there, hiding this machine's files from the guest.
+HIDDEN_IN_VM = ("/tmp", "/run", "/proc", "/sys", "/dev", "/var/run")
+
+
+def run_dir() -> Path:
+    # LAB_RUN_DIR lets CI or a second checkout keep its lab apart; the default sits
+    # inside the package so `lab/run/fleet.toml` is where the README says it is.
+    path = Path(os.environ.get("LAB_RUN_DIR", LAB_DIR / "run")).resolve()
+    for hidden in HIDDEN_IN_VM:
+        if path == Path(hidden) or Path(hidden) in path.parents:
+            raise LabError(
+                f"LAB_RUN_DIR={path} is under {hidden}, which the lab VM cannot see; "
+                "choose a directory elsewhere (for example under /var/tmp or the checkout)"
+            )
+    return path
+
+
+def cache_dir() -> Path:
+    return run_dir() / "cache"

@@ -1,0 +1,105 @@
+"""A session-scoped pytest fixture that brings the lab up once and down at the end.
+
+Use it from any test folder's conftest.py:
+
+    from lab.pytest_fixture import lab  # noqa: F401
+
+A lab that was already running when the session started is reused and left running
+(someone else may be using it). LAB_HOSTS sets the number of hosts (default 3);
+LAB_KEEP=1 leaves a lab started by the session running.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lab import client
+from lab.paths import run_dir
+
+
+@dataclass
+class Lab:
+    hosts: list[str]
+    info: dict[str, Any] = field(repr=False)
+    run: Path
+
+    @property
+    def fleet_file(self) -> Path:
+        return self.run / "fleet.toml"
+
+    def port(self, host: str) -> int:
+        return int(self.info["hosts"][host]["ssh_port"])
+
+    def ssh(
+        self, host: str, command: str, timeout: float | None = 60
+    ) -> subprocess.CompletedProcess[str]:
+        return client.ssh(host, command, timeout=timeout)
+
+    def check(self, host: str, command: str, timeout: float | None = 60) -> str:
+        """Runs a command on a host and returns its stdout; fails the test if it fails."""
+        r = client.ssh(host, command, timeout=timeout)
+        if r.returncode != 0:
+            raise AssertionError(f"{host}: `{command}` exited {r.returncode}: {r.stderr.strip()}")
+        return r.stdout
+
+    def json(self, host: str, command: str) -> Any:
+        return json.loads(self.check(host, command) or "null")
+
+    def gw(
+        self, host: str, command: str, timeout: float | None = 60
+    ) -> subprocess.CompletedProcess[str]:
+        return client.gw(host, command, timeout=timeout)
+
+    def counters(self, host: str) -> dict[str, dict[str, int]]:
+        """Byte and packet counters of the router's links by name (svc, acc, mgmt, uplink)."""
+        r = client.gw(host, "ip -j -s link show")
+        out: dict[str, dict[str, int]] = {}
+        for link in json.loads(r.stdout):
+            stats = link.get("stats64", {})
+            out[link["ifname"]] = {
+                "rx_bytes": stats["rx"]["bytes"],
+                "tx_bytes": stats["tx"]["bytes"],
+                "rx_packets": stats["rx"]["packets"],
+                "tx_packets": stats["tx"]["packets"],
+            }
+        return out
+
+    def reboot(self, host: str) -> None:
+        client.reboot(host)
+
+    def reset(self, host: str) -> None:
+        client.reset(host)
+
+    def cut(self, host: str) -> None:
+        client.cut(host)
+
+    def heal(self, host: str) -> None:
+        client.heal(host)
+
+    def seed_broken(self, host: str) -> None:
+        client.seed_broken(host)
+
+    def status(self) -> dict[str, Any]:
+        return client.status()
+
+
+@pytest.fixture(scope="session")
+def lab() -> Iterator[Lab]:
+    wanted = int(os.environ.get("LAB_HOSTS", "3"))
+    reused = client.running()
+    client.up(wanted)
+    run = run_dir()
+    info = json.loads((run / "hosts.json").read_text())
+    try:
+        yield Lab(hosts=sorted(info["hosts"], key=lambda n: int(n[3:])), info=info, run=run)
+    finally:
+        if not reused and os.environ.get("LAB_KEEP") != "1":
+            client.down()

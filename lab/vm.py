@@ -1,0 +1,224 @@
+"""Starts, watches and stops the lab's qemu VM, and runs commands in it over SSH."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from lab import initramfs, keys
+from lab import topology as t
+from lab.errors import LabError
+from lab.paths import GUEST_DIR, cache_dir, run_dir
+
+QEMU = "qemu-system-x86_64"
+VIRTFS_OPTIONS = "security_model=passthrough,readonly=on,multidevs=remap"
+
+
+def ssh_options(run: Path) -> list[str]:
+    return [
+        "-F", "/dev/null",
+        "-i", str(keys.client_key(run)),
+        "-o", "IdentitiesOnly=yes",
+        "-o", f"UserKnownHostsFile={keys.known_hosts(run)}",
+        "-o", "StrictHostKeyChecking=yes",
+        "-o", "BatchMode=yes",
+        "-o", "ConnectTimeout=10",
+        "-o", "ServerAliveInterval=5",
+        "-o", "ServerAliveCountMax=3",
+        "-o", "LogLevel=ERROR",
+    ]  # fmt: skip
+
+
+@dataclass
+class VmState:
+    pid: int
+    hosts: int
+    max_hosts: int
+
+
+def read_state(run: Path) -> VmState | None:
+    try:
+        data = json.loads((run / "vm.json").read_text())
+        pid = int((run / "qemu.pid").read_text())
+    except (OSError, ValueError):
+        return None
+    if not _alive(pid):
+        return None
+    # The running lab's ports win over the environment of whoever asks.
+    os.environ["LAB_BASE_PORT"] = str(data.get("base_port", t.base_port()))
+    return VmState(pid, int(data["hosts"]), int(data["max_hosts"]))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    # A pid reused by another program is not our VM; a zombie is a VM that exited.
+    if "\nState:\tZ" in status:
+        return False
+    try:
+        return b"qemu-system" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+SYSTEMD_MAX_HOSTS = 10
+
+
+def init_mode(hosts: int = 0) -> str:
+    """systemd per host up to SYSTEMD_MAX_HOSTS; beyond, the lighter boot runner (scale mode)."""
+    mode = os.environ.get("LAB_INIT", "auto")
+    if mode == "auto":
+        return "systemd" if hosts <= SYSTEMD_MAX_HOSTS else "runner"
+    if mode not in ("systemd", "runner"):
+        raise LabError(f"LAB_INIT={mode!r}: use 'auto' (default), 'systemd' or 'runner'")
+    return mode
+
+
+def memory_mib(hosts: int) -> int:
+    # Measured: about 25 MiB per host (sshd, hostboot, overlay) plus the VM's own base.
+    return max(1024, 768 + 40 * hosts)
+
+
+def start(hosts: int, max_hosts: int) -> VmState:
+    run = run_dir()
+    run.mkdir(parents=True, exist_ok=True)
+    kernel = initramfs.find_kernel()
+    initrd = initramfs.build(kernel, cache_dir())
+    keys.ensure(run, max_hosts)
+    ports = [t.control_port()] + [t.host_port(i) for i in range(1, max_hosts + 1)]
+    busy = [p for p in ports if not _port_free(p)]
+    if busy:
+        raise LabError(
+            f"ports {busy} on 127.0.0.1 are in use; stop what holds them, or set LAB_BASE_PORT "
+            "to another base (the lab uses base..base+hosts)"
+        )
+    (run / "vm.json").write_text(
+        json.dumps(
+            {
+                "hosts": hosts,
+                "max_hosts": max_hosts,
+                "base_port": t.base_port(),
+                "init": init_mode(hosts),
+            }
+        )
+        + "\n"
+    )
+    fwd = ",".join(f"hostfwd=tcp:127.0.0.1:{p}-{t.VM4}:{p}" for p in ports)
+    netdev = (
+        f"user,id=n0,restrict=on,ipv6=off,net={t.SLIRP_NET},host={t.CONTROLLER4},"
+        f"dhcpstart={t.VM4},{fwd}"
+    )
+    append = f"console=ttyS0 quiet panic=-1 lab.init={GUEST_DIR / 'vminit.sh'} lab.run={run}"
+    argv = [
+        QEMU, "-accel", "tcg,thread=multi", "-cpu", "max", "-smp", str(min(2, os.cpu_count() or 1)),
+        "-m", str(memory_mib(max_hosts)), "-nographic", "-no-reboot", "-monitor", "none",
+        "-serial", f"file:{run / 'console.log'}",
+        "-kernel", str(kernel.vmlinuz), "-initrd", str(initrd), "-append", append,
+        "-netdev", netdev, "-device", "virtio-net-pci,netdev=n0",
+        "-virtfs", f"local,path=/,mount_tag=hostroot,{VIRTFS_OPTIONS}",
+    ]  # fmt: skip
+    try:
+        with open(run / "qemu.log", "w") as log:
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+    except FileNotFoundError as e:
+        raise LabError(f"{QEMU} not found; run lab/install-deps.sh") from e
+    # Popen can return before the child has called exec; until then it is not "qemu".
+    deadline = time.monotonic() + 10
+    while proc.poll() is None and not _alive(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    (run / "qemu.pid").write_text(f"{proc.pid}\n")
+    return VmState(proc.pid, hosts, max_hosts)
+
+
+def console_tail(run: Path, lines: int = 25) -> str:
+    text = ""
+    for name in ("qemu.log", "console.log"):
+        with contextlib.suppress(OSError):
+            text += (run / name).read_text(errors="replace")
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def wait_ready(state: VmState, timeout: float) -> None:
+    run = run_dir()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not _alive(state.pid):
+            raise LabError(f"the lab VM exited while booting; last output:\n{console_tail(run)}")
+        if "lab: VM setup failed" in console_tail(run, 200):
+            raise LabError(f"the lab VM could not set up the hosts:\n{console_tail(run)}")
+        r = vm_run(
+            "test -e /run/lab-vm/ready || { cat /run/lab-vm/failed 2>/dev/null; exit 3; }",
+            timeout=30,
+        )
+        if r.returncode == 0:
+            return
+        if r.returncode == 3 and r.stdout.strip():
+            raise LabError(f"the lab VM could not set up the hosts: {r.stdout.strip()}")
+        time.sleep(1)
+    raise LabError(
+        f"the lab VM was not ready within {timeout:.0f}s; last output:\n{console_tail(run)}"
+    )
+
+
+def vm_run(
+    command: str, timeout: float | None = None, input: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    run = run_dir()
+    argv = ["ssh", *ssh_options(run), "-p", str(t.control_port()), "root@127.0.0.1", command]
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, input=input)
+    except subprocess.TimeoutExpired as e:
+        return subprocess.CompletedProcess(
+            argv, 255, stdout="", stderr=f"timed out after {e.timeout}s"
+        )
+
+
+def agent(*args: str, timeout: float = 300) -> str:
+    command = "python3 -B " + shlex.join([str(GUEST_DIR / "agent.py"), *args])
+    r = vm_run(command, timeout=timeout)
+    if r.returncode != 0:
+        raise LabError((r.stderr.strip() or r.stdout.strip()) or f"lab VM command failed: {args}")
+    return r.stdout
+
+
+def stop() -> bool:
+    run = run_dir()
+    try:
+        pid = int((run / "qemu.pid").read_text())
+    except (OSError, ValueError):
+        return False
+    if not _alive(pid):
+        return False
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if _alive(pid):
+        os.kill(pid, signal.SIGKILL)
+    return True
