@@ -30,7 +30,7 @@ def ssh_options(run: Path) -> list[str]:
         "-o", f"UserKnownHostsFile={keys.known_hosts(run)}",
         "-o", "StrictHostKeyChecking=yes",
         "-o", "BatchMode=yes",
-        "-o", "ConnectTimeout=10",
+        "-o", "ConnectTimeout=30",
         "-o", "ServerAliveInterval=5",
         "-o", "ServerAliveCountMax=3",
         "-o", "LogLevel=ERROR",
