@@ -13,13 +13,14 @@ from pyinfra.api import FileUploadCommand, OperationError, QuoteString, StringCo
 
 from facts.vrf import VrfHostState
 from mgmt_vrf import paths
-from mgmt_vrf.commands import Argv, backup, backup_and_remove, install_staged
+from mgmt_vrf.commands import Argv, backup, backup_and_remove, install_staged, run_detached
 from mgmt_vrf.hoststate import HostState
 from mgmt_vrf.model import HostSpec
 from mgmt_vrf.plan import Plan, RemoveFile, RunCommand, WriteFile, plan
 from mgmt_vrf.preflight import host_problems
 
 STAGING_DIR = "/var/lib/mgmt-vrf/staging"
+DETACHED_LOG = "/var/lib/mgmt-vrf/teardown.log"
 
 
 def _command(argv: Argv) -> StringCommand:
@@ -76,7 +77,10 @@ def converge(spec: HostSpec) -> Generator:
             host.log("  " + line)
 
     staging_ready = False
+    detached = [c.argv for c in result.changes if isinstance(c, RunCommand) and c.detached]
     for change in result.changes:
+        if isinstance(change, RunCommand) and change.detached:
+            continue
         if isinstance(change, RunCommand):
             yield _command(change.argv)
         elif isinstance(change, RemoveFile):
@@ -90,3 +94,6 @@ def converge(spec: HostSpec) -> Generator:
             staged = posixpath.join(STAGING_DIR, posixpath.basename(change.path))
             yield FileUploadCommand(StringIO(change.content), staged)
             yield _command(install_staged(staged, change.path, change.mode))
+    if detached:
+        # Last, and in one go: these end the session that came in through the VRF.
+        yield _command(run_detached(detached, DETACHED_LOG))

@@ -134,32 +134,6 @@ def test_reboot_keeps_the_vrf_without_the_controller(
     assert results(run) == (0, 0, 2)
 
 
-def test_state_absent_tears_the_vrf_down(
-    lab: Lab, fleet: Path, converged: list[str], tmp_path: Path
-) -> None:
-    host = converged[1]
-    absent = tmp_path / "fleet.toml"
-    text = fleet.read_text().replace(
-        f"[hosts.{host}.vrfs.mgmt0]\n", f'[hosts.{host}.vrfs.mgmt0]\nstate = "absent"\n'
-    )
-    absent.write_text(text)
-    run = converge(absent, [host])
-    assert run.returncode == 0, (run.stdout + run.stderr)[-4000:]
-    assert fact(absent, host, "VrfDevices") == {}
-    assert "master" not in lab.check(host, "ip -d link show eth2")
-    assert defaults(lab, host, 4, "main") == [("unicast", SVC_GW4)]
-    assert defaults(lab, host, 6, "main") == [("unicast", SVC_GW6)]
-    assert "203.0.113.0/25 dev eth2" in lab.check(host, "ip route show table main")
-    for path in (paths.keyfile("mgmt0"), paths.CONVERGE_SCRIPT, paths.UNIT, paths.SYSCTL_DROPIN):
-        assert lab.ssh(host, f"test -e {path}").returncode == 1, path
-    assert "VRF=" not in lab.check(host, f"cat {paths.ifcfg('eth2')}")
-    assert lab.check(host, f"find {paths.BACKUP_DIR} -type f | wc -l").strip() != "0"
-    assert results(converge(absent, [host])) == (0, 0, 1)
-    lab.reboot(host)
-    assert fact(absent, host, "VrfDevices") == {}
-    lab.reset(host)
-
-
 def test_two_vrfs_on_one_host(lab: Lab, fleet: Path, tmp_path: Path) -> None:
     host = lab.hosts[2]
     lab.reset(host)
