@@ -159,7 +159,6 @@ gateway6 = "2001:db8:52::1"
         assert lab.ssh(host, f"ip vrf exec mgmt0 ping -c1 -W3 {MGMT_GW4}").returncode == 0
         assert defaults(lab, host, 4, "20") == [("unicast", "192.0.2.1"), ("unreachable", None)]
         assert defaults(lab, host, 4, "main") == [("unicast", SVC_GW4)]
-        lab.reboot(host)
         assert results(converge(two, [host])) == (0, 0, 1)
     finally:
         lab.reset(host)
