@@ -502,26 +502,15 @@ def stop_host(name: str) -> None:
     root = host_dir(name) / "root"
     if os.path.ismount(root):
         sh("umount", "-l", str(root))
+    # Delete the gateway ends ourselves: the host's namespace can outlive `ip netns del`
+    # for minutes (an orphaned TCP socket that cannot send, e.g. after a wrong VRF
+    # gateway, holds a reference), and with it the veth names the next boot needs.
+    gw = t.router_ns(name)
+    if router_exists(name):
+        for seg in t.SEGMENTS:
+            sh("ip", "-n", gw, "link", "del", "dev", seg.gw_if, check=False, quiet=True)
     if Path(f"/run/netns/{name}").exists():
         sh("ip", "netns", "del", name)
-    # The veth peers vanish with the host's namespace; wait so names can be reused.
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        r = sh(
-            "ip",
-            "-n",
-            t.router_ns(name),
-            "-o",
-            "link",
-            "show",
-            "dev",
-            "mgmt",
-            check=False,
-            quiet=True,
-        )
-        if r.returncode != 0:
-            break
-        time.sleep(0.05)
 
 
 def existing_hosts() -> list[str]:
