@@ -124,6 +124,7 @@ class HostState:
     network_manager: NetworkManager = NetworkManager()
     systemd_running: bool = False
     unit_enabled: bool = False  # our boot unit is linked into multi-user.target.wants
+    unit_busy: bool = False  # our boot unit was still running when the probe gave up waiting
     network_scripts_installed: bool = (
         False  # legacy initscripts (/etc/sysconfig/network-scripts/ifup-eth)
     )
@@ -179,6 +180,7 @@ class HostState:
             "network_manager": asdict(self.network_manager),
             "systemd_running": self.systemd_running,
             "unit_enabled": self.unit_enabled,
+            "unit_busy": self.unit_busy,
             "network_scripts_installed": self.network_scripts_installed,
             "cgroup": self.cgroup,
             "os_id": self.os_id,

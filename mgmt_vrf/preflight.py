@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from .hoststate import HostState
 from .model import HostSpec
+from .paths import UNIT_NAME
+from .probe import BOOT_UNIT_WAIT
 
 
 def host_problems(spec: HostSpec, state: HostState) -> list[str]:
@@ -19,6 +21,12 @@ def host_problems(spec: HostSpec, state: HostState) -> list[str]:
             "and does `ip -j link show` work there?"
         ]
     problems = []
+    if state.unit_busy:
+        problems.append(
+            f"{where}: {UNIT_NAME} (our boot-time repair) is still running after "
+            f"{BOOT_UNIT_WAIT} s, so the host's state is half-built; see "
+            f"`journalctl -u {UNIT_NAME}` there, then run the deploy again"
+        )
     have = ", ".join(sorted(state.links))
     owned_tables = {vrf.table: vrf.name for vrf in spec.present_vrfs}
     for vrf in spec.present_vrfs:

@@ -35,7 +35,7 @@ from .hoststate import (
     RouteEntry,
     RuleEntry,
 )
-from .paths import NETWORK_SCRIPTS, SYSTEM_CONNECTIONS, UNIT_WANTS_LINK
+from .paths import NETWORK_SCRIPTS, SYSTEM_CONNECTIONS, UNIT_NAME, UNIT_WANTS_LINK
 
 MARKER = "##mgmt-vrf##"
 FORMAT_VERSION = "1"
@@ -45,6 +45,11 @@ L3MDEV_SYSCTLS = (
     "net.ipv4.udp_l3mdev_accept",
     "net.ipv4.raw_l3mdev_accept",
 )
+
+# Seconds the probe waits for our boot unit to finish before it reads anything: right after a
+# reboot sshd answers before the unit has rebuilt the VRFs, and a plan made from that half-built
+# state would race the unit (both creating the same device).
+BOOT_UNIT_WAIT = 120
 
 # Sections a complete combined probe prints exactly once.
 CORE_SECTIONS = ("host", "link", "addr", "route4", "route6", "rule4", "rule6", "sysctl")
@@ -144,6 +149,7 @@ def _host_section() -> list[str]:
         "grep -E '^(ID|VERSION_ID)=' /etc/os-release 2>/dev/null",
         "printf 'iproute2=%s\\n' \"$(ip -V 2>/dev/null | head -n 1)\"",
         "if [ -d /run/systemd/system ]; then echo systemd=1; else echo systemd=0; fi",
+        f"printf 'unit_state=%s\\n' \"$(systemctl is-active {UNIT_NAME} 2>/dev/null)\"",
         f"if [ -e {wants} ] || [ -L {wants} ]; then echo unit_enabled=1; "
         "else echo unit_enabled=0; fi",
         # NetworkManager ships its own /usr/sbin/ifup; only the network-scripts package
@@ -246,12 +252,21 @@ def _profile_sections() -> list[str]:
     ]
 
 
-def _wrap(parts: Sequence[str]) -> str:
+def _wait_for_boot_unit() -> list[str]:
+    return [
+        "mv_i=0",
+        f'while [ "$(systemctl is-active {UNIT_NAME} 2>/dev/null)" = activating ] '
+        f'&& [ "$mv_i" -lt {BOOT_UNIT_WAIT} ]; do sleep 1; mv_i=$((mv_i + 1)); done',
+    ]
+
+
+def _wrap(parts: Sequence[str], before: Sequence[str] = ()) -> str:
     # `true` last: pyinfra fails the host on a non-zero exit, and the end marker is what tells
     # the parser the output is whole.
     body = [
         "LC_ALL=C",
         "export LC_ALL",
+        *before,
         _marker("begin", FORMAT_VERSION),
         *parts,
         _marker("end"),
@@ -278,7 +293,8 @@ def probe_command(paths: Sequence[str] = (), ports: Sequence[str] = ()) -> str:
             *_sysctl_section(ports),
             *_file_sections(paths),
             *_profile_sections(),
-        ]
+        ],
+        before=_wait_for_boot_unit(),
     )
 
 
@@ -685,6 +701,7 @@ def parse_probe_output(lines: Iterable[str]) -> HostState:
         ),
         systemd_running=host.get("systemd") == "1",
         unit_enabled=host.get("unit_enabled") == "1",
+        unit_busy=host.get("unit_state") == "activating",
         network_scripts_installed=host.get("network_scripts") == "1",
         cgroup=_cgroup(host.get("cgroup_fs"), host.get("cgroup_unified")),
         os_id=_unquote(host["ID"]) or None if "ID" in host else None,

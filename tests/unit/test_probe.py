@@ -162,6 +162,37 @@ def test_command_works_with_minimal_environment(tmp_path: Path) -> None:
     parse_probe_output(result.stdout.splitlines())
 
 
+def test_probe_waits_for_the_boot_unit_to_finish(tmp_path: Path) -> None:
+    # A stand-in systemctl: our unit is "activating" for its first two queries, then done.
+    count = tmp_path / "count"
+    fake = tmp_path / "systemctl"
+    fake.write_text(
+        "#!/bin/sh\n"
+        f"n=$(cat {count} 2>/dev/null || echo 0); echo $((n + 1)) > {count}\n"
+        'if [ "$n" -lt 2 ]; then echo activating; else echo active; fi\n'
+    )
+    fake.chmod(0o755)
+    result = subprocess.run(
+        ["sh", "-c", probe_command([], [])],
+        env={"PATH": f"{tmp_path}:/usr/sbin:/usr/bin:/sbin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 0, result.stderr
+    # Two waits and the query that ended them, then the host section's unit and NM queries.
+    assert count.read_text().strip() == "5"
+    assert "unit_state=active" in result.stdout.splitlines()
+    assert parse_probe_output(result.stdout.splitlines()).unit_busy is False
+
+
+def test_boot_unit_still_activating_is_reported() -> None:
+    state = parse_probe_output(probe(("host", "systemd=1\nunit_state=activating")))
+    assert state.unit_busy is True
+    assert parse_probe_output(probe(("host", "unit_state=inactive"))).unit_busy is False
+
+
 def test_small_commands_exit_zero_here() -> None:
     for command in (links_command(), route_table_command(10), route_table_command("main", 6)):
         result = run_local(command)

@@ -1,0 +1,75 @@
+"""Host state that does not fit the spec is refused, naming the host and the fleet key."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from mgmt_vrf.hoststate import HostState, Link, NetworkManager
+from mgmt_vrf.model import Vrf
+from mgmt_vrf.preflight import host_problems
+
+from .builders import clean_state, converged_state, seed_spec
+
+
+def links_plus(state: HostState, *extra: Link) -> HostState:
+    return replace(state, links={**state.links, **{link.name: link for link in extra}})
+
+
+def test_clean_and_converged_hosts_pass() -> None:
+    assert host_problems(seed_spec(), clean_state()) == []
+    assert host_problems(seed_spec(), converged_state()) == []
+
+
+def test_no_links_at_all_points_at_iproute2() -> None:
+    (problem,) = host_problems(seed_spec(), HostState())
+    assert problem.startswith("host alma1: ")
+    assert "`ip -j link show`" in problem
+
+
+def test_missing_port_names_the_vrf_key_and_lists_the_real_nics() -> None:
+    state = replace(
+        clean_state(), links={k: v for k, v in clean_state().links.items() if k != "eth2"}
+    )
+    (problem,) = host_problems(seed_spec(), state)
+    assert "vrfs.mgmt0.ports: eth2 does not exist on the host (it has eth0, eth1, lo)" in problem
+
+
+def test_device_with_the_vrf_name_that_is_not_a_vrf() -> None:
+    state = links_plus(clean_state(), Link("mgmt0", 9, kind="bridge"))
+    (problem,) = host_problems(seed_spec(), state)
+    assert "vrfs.mgmt0: a bridge device named mgmt0 already exists and is not a VRF" in problem
+
+
+def test_port_held_by_a_bond_is_not_stolen() -> None:
+    state = links_plus(clean_state(), Link("bond0", 9, kind="bond"))
+    state = links_plus(state, replace(state.links["eth2"], master="bond0"))
+    (problem,) = host_problems(seed_spec(), state)
+    assert "vrfs.mgmt0.ports: eth2 is a port of bond0 (bond)" in problem
+
+
+def test_table_owned_by_another_vrf_on_the_host() -> None:
+    state = links_plus(clean_state(), Link("blue", 9, kind="vrf", vrf_table=10, up=True))
+    (problem,) = host_problems(seed_spec(), state)
+    assert "vrfs.mgmt0.table: table 10 already belongs to VRF blue on the host" in problem
+
+
+def test_table_of_an_absent_vrf_may_be_reused() -> None:
+    spec = seed_spec()
+    spec = replace(spec, vrfs=spec.vrfs + (Vrf("old0", 10, ("eth1",), state="absent"),))
+    spec = replace(spec, vrfs=(replace(spec.vrfs[0], table=11), spec.vrfs[1]))
+    state = links_plus(clean_state(), Link("old0", 9, kind="vrf", vrf_table=10, up=True))
+    assert host_problems(spec, state) == []
+
+
+def test_backends_that_are_not_installed() -> None:
+    no_nm = clean_state(network_manager=NetworkManager(installed=False))
+    (problem,) = host_problems(seed_spec(backend="networkmanager"), no_nm)
+    assert "backend: 'networkmanager' is set but NetworkManager is not installed" in problem
+    (problem,) = host_problems(seed_spec(backend="network-scripts"), clean_state())
+    assert "backend: 'network-scripts' is set but the legacy network-scripts" in problem
+
+
+def test_boot_unit_still_running_is_refused() -> None:
+    (problem,) = host_problems(seed_spec(), replace(converged_state(), unit_busy=True))
+    assert "mgmt-vrf.service (our boot-time repair) is still running after 120 s" in problem
+    assert "journalctl -u mgmt-vrf.service" in problem
