@@ -29,6 +29,12 @@ def _parser() -> argparse.ArgumentParser:
         s.add_argument("cmd", nargs=argparse.REMAINDER)
     v = sub.add_parser("vm", help="run a command in the VM's root namespace (controller side)")
     v.add_argument("cmd", nargs=argparse.REMAINDER)
+    cm = sub.add_parser(
+        "commands", help="per host, the ssh session requests it received (counted on the host)"
+    )
+    cm.add_argument("--reset", action="store_true", help="empty the logs after reading them")
+    cm.add_argument("--lines", action="store_true", help="print each request, not only counts")
+    cm.add_argument("--json", action="store_true")
     for name, text in (
         ("reboot", "wipe the host's network state and run its boot path; files are kept"),
         ("reset", "like reboot, and also drop every file written on the host"),
@@ -90,6 +96,16 @@ def _dispatch(args: argparse.Namespace) -> int:
                 ("vrf " + ",".join(h["vrfs"])) if h["vrfs"] else "",
             ]
             print(f"  {name}  port {h['port']}  " + "  ".join(f for f in flags if f))
+        return 0
+    if c == "commands":
+        logs = client.sessions(reset=args.reset)
+        if args.json:
+            print(json.dumps(logs if args.lines else {n: len(v) for n, v in logs.items()}))
+            return 0
+        for name, lines in logs.items():
+            print(f"{name}  {len(lines)}")
+            if args.lines:
+                print("".join(f"    {line}\n" for line in lines), end="")
         return 0
     if c == "ssh":
         cmd = _cmd(args.cmd)

@@ -175,5 +175,23 @@ def status() -> dict[str, object]:
     return data
 
 
+def sessions(reset: bool = False) -> dict[str, list[str]]:
+    """Per running host, the ssh session requests it received, one line each, oldest first.
+
+    Logged by each host's sshd (`exec COMMAND`, `sftp PROGRAM` or `shell`) since the host
+    booted or since the last `reset=True`, which empties the logs as it reads them.
+    """
+    require_running()
+    data: dict[str, list[str] | None] = json.loads(
+        vm.agent("sessions", *(["--reset"] if reset else []))
+    )
+    return {name: lines for name, lines in data.items() if lines is not None}
+
+
+def command_counts(reset: bool = False) -> dict[str, int]:
+    """Per running host, how many ssh session requests (commands, sftp, shells) it received."""
+    return {name: len(lines) for name, lines in sessions(reset).items()}
+
+
 def known_hosts() -> Path:
     return keys.known_hosts(run_dir())

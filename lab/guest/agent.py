@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -174,7 +175,13 @@ def build_base(run: Path) -> None:
     for unit in MASKED_UNITS:
         (base / "etc/systemd/system" / unit).symlink_to("/dev/null")
     # Only the host's own key: the machine's other host keys would be shared by all hosts.
-    write(base / "etc/ssh/sshd_config.d/lab.conf", "HostKey /etc/ssh/ssh_host_ed25519_key\n")
+    # Every session request passes through session.sh, which logs it on the host (see
+    # `sessions`) and then runs it unchanged: benchmarks count the commands a run costs.
+    write(
+        base / "etc/ssh/sshd_config.d/lab.conf",
+        "HostKey /etc/ssh/ssh_host_ed25519_key\n"
+        f"ForceCommand . {shlex.quote(str(GUEST / 'session.sh'))}\n",
+    )
     write(base / "etc/redhat-release", "AlmaLinux release 8.7 (Stone Smilodon)\n")
     write(base / "etc/almalinux-release", "AlmaLinux release 8.7 (Stone Smilodon)\n")
     for name, text in blog.clean_ifcfg().items():
@@ -625,6 +632,40 @@ def is_cut(name: str) -> bool:
     return r.returncode == 0
 
 
+SESSION_LOG = "run/lab-sessions.log"
+
+
+def sessions(reset: bool) -> dict[str, list[str] | None]:
+    """Per host, the session requests its sshd received (None: the host is not running).
+
+    The log lives in the host's /run, so a reboot or reset of the host also empties it.
+    """
+    out: dict[str, list[str] | None] = {}
+    for name in existing_hosts():
+        pid = host_pid(name)
+        if pid is None:
+            out[name] = None
+            continue
+        log = Path(f"/proc/{pid}/root") / SESSION_LOG
+        path = log
+        if reset:
+            # Renamed before it is read: a session that arrives while we read appends to a
+            # new file and is counted next time rather than dropped with this one.
+            path = log.with_name(f"{log.name}.{os.getpid()}")
+            try:
+                log.rename(path)
+            except FileNotFoundError:
+                out[name] = []
+                continue
+        try:
+            out[name] = path.read_text(errors="replace").splitlines()
+        except FileNotFoundError:
+            out[name] = []
+        if reset:
+            path.unlink(missing_ok=True)
+    return out
+
+
 def status() -> dict[str, object]:
     hosts = {}
     for name in existing_hosts():
@@ -713,6 +754,8 @@ def main(argv: list[str]) -> int:
             heal(args[0])
         elif verb == "status":
             print(json.dumps(status()))
+        elif verb == "sessions":
+            print(json.dumps(sessions(reset=args[:1] == ["--reset"])))
         elif verb == "wait-ready":
             return 0 if Path("/run/lab-vm/ready").exists() else 1
         else:
