@@ -159,9 +159,14 @@ def seed_broken(name: str) -> None:
     vm.agent("seed-broken", name)
 
 
-def cut(name: str) -> None:
+def cut(name: str, when: str | None = None, within: float = 300) -> None:
+    """Break the controller's path to the host; with `when`, only once that absolute path
+    exists on the host (the call blocks until then, or fails after `within` seconds)."""
     check_host(name)
-    vm.agent("cut", name)
+    if when is None:
+        vm.agent("cut", name)
+    else:
+        vm.agent("cut", name, "--when", when, str(within), timeout=within + 60)
 
 
 def heal(name: str) -> None:

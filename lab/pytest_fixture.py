@@ -78,8 +78,8 @@ class Lab:
     def reset(self, host: str) -> None:
         client.reset(host)
 
-    def cut(self, host: str) -> None:
-        client.cut(host)
+    def cut(self, host: str, when: str | None = None, within: float = 300) -> None:
+        client.cut(host, when, within)
 
     def heal(self, host: str) -> None:
         client.heal(host)

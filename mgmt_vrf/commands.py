@@ -35,19 +35,5 @@ def install_staged(staged: str, dest: str, mode: str) -> Argv:
     return ("sh", "-c", _INSTALL, "mgmt-vrf-install", staged, dest, mode)
 
 
-def run_detached(commands: Sequence[Argv], log: str) -> Argv:
-    """One command that starts `commands` in order, in the background, immune to the end
-    of the ssh session, with their output in `log`; it returns at once."""
-    script = "; ".join(to_shell(argv) for argv in commands)
-    return (
-        "sh",
-        "-c",
-        'nohup sh -c "$1" >"$2" 2>&1 </dev/null & sleep 1',
-        "mgmt-vrf-detached",
-        script,
-        log,
-    )
-
-
 def to_shell(argv: Sequence[str]) -> str:
     return " ".join(shlex.quote(arg) for arg in argv)

@@ -39,7 +39,18 @@ from ipaddress import (
 from pathlib import Path
 from typing import Any, cast
 
-from .model import Backend, HostSpec, Interface, Route, Ssh, State, Vrf
+from .model import (
+    DEFAULT_ROLLBACK_TIMEOUT,
+    MAX_ROLLBACK_TIMEOUT,
+    MIN_ROLLBACK_TIMEOUT,
+    Backend,
+    HostSpec,
+    Interface,
+    Route,
+    Ssh,
+    State,
+    Vrf,
+)
 
 __all__ = [
     "Fleet",
@@ -235,6 +246,16 @@ def _integer(value: object, what: str = "an integer") -> int:
     return value
 
 
+def _rollback_timeout(value: object) -> int:
+    seconds = _integer(value, "a number of seconds")
+    if not MIN_ROLLBACK_TIMEOUT <= seconds <= MAX_ROLLBACK_TIMEOUT:
+        raise _Bad(
+            f"{seconds} is outside {MIN_ROLLBACK_TIMEOUT}..{MAX_ROLLBACK_TIMEOUT} seconds; the "
+            "host must have time to be reached again before it rolls back by itself"
+        )
+    return seconds
+
+
 def _boolean(value: object) -> bool:
     if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no"):
         raise _Bad(
@@ -422,6 +443,7 @@ _HOST_SCALARS: dict[str, Checker] = {
     "ssh_strict_host_key_checking": _choice(*STRICT_CHOICES),
     "backend": _choice(*BACKEND_CHOICES),
     "l3mdev_accept": _boolean,
+    "rollback_timeout": _rollback_timeout,
 }
 _HOST_KEYS = (*_HOST_SCALARS, "interfaces", "vrfs", "groups")
 
@@ -884,6 +906,7 @@ def _build_host(
         groups=tuple(merged.get("groups", ())),
         backend=cast(Backend, merged.get("backend", "auto")),
         l3mdev_accept=bool(merged.get("l3mdev_accept", True)),
+        rollback_timeout=int(merged.get("rollback_timeout", DEFAULT_ROLLBACK_TIMEOUT)),
     )
 
 
@@ -1239,6 +1262,7 @@ def spec_to_data(spec: HostSpec) -> dict[str, Any]:
             host[f"ssh_{attr}"] = value
     host["backend"] = spec.backend
     host["l3mdev_accept"] = spec.l3mdev_accept
+    host["rollback_timeout"] = spec.rollback_timeout
     if spec.groups:
         host["groups"] = list(spec.groups)
     host["interfaces"] = {

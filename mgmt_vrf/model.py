@@ -20,6 +20,12 @@ State = Literal["present", "absent"]
 # table sits here, so any real default route wins and lookups never fall through to main.
 UNREACHABLE_METRIC = 4278198272
 
+# Seconds a host waits for the controller to confirm a change over a new ssh connection
+# before it restores its previous state by itself.
+DEFAULT_ROLLBACK_TIMEOUT = 120
+MIN_ROLLBACK_TIMEOUT = 15
+MAX_ROLLBACK_TIMEOUT = 3600
+
 
 @dataclass(frozen=True)
 class Interface:
@@ -86,6 +92,7 @@ class HostSpec:
     backend: Backend = "auto"
     # tcp/udp_l3mdev_accept=1 lets a global sshd answer through a VRF port too: no lockout.
     l3mdev_accept: bool = True
+    rollback_timeout: int = DEFAULT_ROLLBACK_TIMEOUT
     extra: dict[str, object] = field(default_factory=dict, compare=False)
 
     def interface(self, name: str) -> Interface | None:

@@ -44,3 +44,21 @@ def managed_paths(spec: HostSpec) -> list[str]:
         for port in vrf.ports:
             paths += [ifcfg(port), route4(port), route6(port)]
     return list(dict.fromkeys(paths))
+
+
+# One change at a time per host: the scripts, saved files and status of the current run.
+RUN_DIR = "/var/lib/mgmt-vrf/run"
+APPLY_SCRIPT = f"{RUN_DIR}/apply.sh"
+ROLLBACK_SCRIPT = f"{RUN_DIR}/rollback.sh"
+# Exists while a rollback is armed; whoever renames it first (confirm or rollback) wins.
+ARMED = f"{RUN_DIR}/armed"
+CONFIRMED = f"{RUN_DIR}/confirmed"
+ROLLING_BACK = f"{RUN_DIR}/rolling-back"
+APPLY_STATUS = f"{RUN_DIR}/apply.status"
+APPLY_PID = f"{RUN_DIR}/apply.pid"
+ROLLBACK_STATUS = f"{RUN_DIR}/rollback.status"
+RUN_LOG = f"{RUN_DIR}/log"
+# Copies of every file the run replaces or removes, at their own path below this directory.
+SAVED_DIR = f"{RUN_DIR}/saved"
+STAGING_DIR = f"{RUN_DIR}/staging"
+ROLLBACK_UNIT = "mgmt-vrf-rollback"

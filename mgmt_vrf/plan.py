@@ -48,10 +48,6 @@ class RemoveFile:
 class RunCommand:
     argv: Argv
     why: str
-    # Tearing a VRF down kills every ssh session that came in through it (the kernel bound
-    # the accepted socket to the VRF), our own included: such commands run detached on the
-    # host, as pyinfra's server.reboot does, so they finish whatever happens to the session.
-    detached: bool = False
 
     @property
     def shell(self) -> str:
@@ -76,8 +72,7 @@ class Plan:
         lines: list[str] = []
         for change in self.changes:
             if isinstance(change, RunCommand):
-                detached = " (detached)" if change.detached else ""
-                lines.append(f"$ {change.shell}    # {change.why}{detached}")
+                lines.append(f"$ {change.shell}    # {change.why}")
             elif isinstance(change, WriteFile):
                 verb = "create" if change.old is None else "update"
                 lines.append(f"{verb} {change.path} (mode {change.mode}) # {change.why}")
@@ -271,13 +266,13 @@ def _service_changes(
     return changes
 
 
-def _step_changes(steps: list[Step], state: HostState, detached: bool = False) -> list[Change]:
+def _step_changes(steps: list[Step], state: HostState) -> list[Change]:
     changes: list[Change] = []
     for step in steps:
         if step.holds(state):
             continue
         for argv in commands_for(step, state):
-            changes.append(RunCommand(argv, step.what, detached))
+            changes.append(RunCommand(argv, step.what))
     return changes
 
 
@@ -294,5 +289,6 @@ def plan(spec: HostSpec, state: HostState) -> Plan:
     changes += files
     changes += _service_changes(spec, state, profiles_changed, units_changed)
     changes += _step_changes(network_steps, state)
-    changes += _step_changes(teardown_steps(spec), state, detached=True)
+    # Last: tearing a VRF down ends every session that came in through it.
+    changes += _step_changes(teardown_steps(spec), state)
     return Plan(spec.name, backend, tuple(changes))

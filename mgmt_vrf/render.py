@@ -91,7 +91,13 @@ def converge_script(spec: HostSpec) -> str:
         for step in present_steps(spec)
         if step.repair_lines()
     ]
-    return _render("mgmt-vrf-converge.sh.j2", steps=steps, vrfs=_vrf_names(spec))
+    return _render(
+        "mgmt-vrf-converge.sh.j2",
+        steps=steps,
+        vrfs=_vrf_names(spec),
+        armed=shlex.quote(paths.ARMED),
+        rollback=shlex.quote(paths.ROLLBACK_SCRIPT),
+    )
 
 
 def unit(spec: HostSpec) -> str:

@@ -610,6 +610,19 @@ table inet labcut {
         raise RuntimeError(f"nft in {gw}: {r.stderr}")
 
 
+def cut_when(name: str, path: str, within: float) -> None:
+    """Cut as soon as `path` exists on the host: tests cut the controller's path at a chosen
+    moment of a run (a file the run writes), without racing it over ssh."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        pid = host_pid(name)
+        if pid is not None and Path(f"/proc/{pid}/root{path}").exists():
+            cut(name)
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"{path} did not appear on {name} within {within:g} s; nothing was cut")
+
+
 def heal(name: str) -> None:
     if is_cut(name):
         sh("ip", "netns", "exec", t.router_ns(name), "nft", "delete", "table", "inet", "labcut")
@@ -748,6 +761,8 @@ def main(argv: list[str]) -> int:
             reset(run, args[0])
         elif verb == "seed-broken":
             seed_broken(run, args[0])
+        elif verb == "cut" and len(args) == 4 and args[1] == "--when":
+            cut_when(args[0], args[2], float(args[3]))
         elif verb == "cut":
             cut(args[0])
         elif verb == "heal":

@@ -35,6 +35,18 @@ def pyinfra(
     )
 
 
+def converge_in_background(fleet: Path, hosts: list[str]) -> subprocess.Popen[str]:
+    limits = [arg for host in hosts for arg in ("--limit", host)]
+    return subprocess.Popen(
+        [sys.executable, "-m", "pyinfra", "inventory.py", "deploy.py", "-y", *limits],
+        cwd=ROOT,
+        env={**os.environ, "MGMT_VRF_FLEET": str(fleet)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
 def converge(fleet: Path, hosts: list[str], *extra: str) -> subprocess.CompletedProcess[str]:
     return pyinfra(fleet, "deploy.py", "-y", *extra, hosts=hosts)
 

@@ -8,10 +8,16 @@ survives reboot and can be torn down. Every host is reset before it is used.
 from __future__ import annotations
 
 import re
+import subprocess
+import time
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from lab import client
 from lab.pytest_fixture import Lab
 from mgmt_vrf import paths
 
@@ -22,6 +28,7 @@ from .deploy import (
     SVC_GW6,
     assert_converged,
     converge,
+    converge_in_background,
     defaults,
     fact,
     planned_commands,
@@ -35,18 +42,86 @@ def fleet(lab: Lab) -> Path:
     return lab.fleet_file
 
 
+@dataclass
+class FirstRun:
+    hosts: list[str]  # the two hosts with a good spec
+    wrong: str  # the host whose management gateway is wrong in `fleet`
+    fleet: Path
+    run: subprocess.CompletedProcess[str]
+    before: dict[str, Any]  # the wrong host's combined fact before the run
+    counts: dict[str, int]  # ssh sessions each host received during the run
+
+
+WRONG_GW4 = "203.0.113.99"
+TEST_ROLLBACK_TIMEOUT = 40
+
+
+def wrong_gateway_fleet(fleet: Path, host: str, out: Path) -> Path:
+    text = fleet.read_text()
+    good = f'[hosts.{host}.vrfs.mgmt0]\ntable = 10\nports = ["eth2"]\ngateway4 = "{MGMT_GW4}"'
+    assert good in text
+    text = text.replace(good, good.replace(MGMT_GW4, WRONG_GW4))
+    text = text.replace(
+        f"[hosts.{host}]\n", f"[hosts.{host}]\nrollback_timeout = {TEST_ROLLBACK_TIMEOUT}\n"
+    )
+    out.write_text(text)
+    return out
+
+
 @pytest.fixture(scope="module")
-def converged(lab: Lab, fleet: Path) -> list[str]:
-    """lab1 from the blog's broken state, lab2 from a clean boot, both converged once."""
-    hosts = lab.hosts[:2]
-    for host in hosts:
+def first(lab: Lab, fleet: Path, tmp_path_factory: pytest.TempPathFactory) -> FirstRun:
+    """One run over three hosts: lab1 from the blog's broken state and lab2 from a clean boot
+    converge; lab3, also broken, has a management gateway that cuts ssh and rolls back."""
+    hosts, wrong = lab.hosts[:2], lab.hosts[2]
+    for host in lab.hosts[:3]:
         lab.reset(host)
-    lab.seed_broken(hosts[0])
-    assert len(defaults(lab, hosts[0], 4, "main")) == 2  # the blog's duplicate defaults
-    run = converge(fleet, hosts)
-    assert run.returncode == 0, (run.stdout + run.stderr)[-4000:]
-    assert results(run) == (2, 0, 0)
-    return hosts
+    for host in (hosts[0], wrong):
+        lab.seed_broken(host)
+        assert len(defaults(lab, host, 4, "main")) == 2  # the blog's duplicate defaults
+    mixed = wrong_gateway_fleet(fleet, wrong, tmp_path_factory.mktemp("fleet") / "fleet.toml")
+    before = fact(mixed, wrong, "VrfHostState")
+    client.command_counts(reset=True)
+    run = converge(mixed, [*hosts, wrong])
+    counts = client.command_counts()
+    return FirstRun(hosts, wrong, mixed, run, before, counts)
+
+
+@pytest.fixture(scope="module")
+def converged(first: FirstRun) -> list[str]:
+    return first.hosts
+
+
+def test_good_hosts_converge_while_one_rolls_back(lab: Lab, first: FirstRun) -> None:
+    out = first.run.stdout + first.run.stderr
+    assert first.run.returncode != 0, out[-4000:]
+    assert results(first.run) == (2, 1, 0), out[-4000:]
+    for host in first.hosts:
+        assert f"[{host}] mgmt-vrf: confirmed over a new ssh connection" in out
+        # Confirmed: the rollback timer is gone and the run says so on the host.
+        assert "mgmt-vrf-rollback" not in lab.check(host, "systemctl list-timers --all")
+        assert lab.ssh(host, f"test -e {paths.CONFIRMED}").returncode == 0
+    assert re.search(
+        rf"\[{first.wrong}\] mgmt-vrf: ROLLED BACK: the change ended, but no new ssh "
+        rf"connection could be opened within {TEST_ROLLBACK_TIMEOUT} s",
+        out,
+    ), out[-4000:]
+
+
+def test_rolled_back_host_is_exactly_as_before_and_reachable(lab: Lab, first: FirstRun) -> None:
+    host = first.wrong
+    assert lab.check(host, "echo back").strip() == "back"
+    assert fact(first.fleet, host, "VrfHostState") == first.before
+    # The blog's state is back: its second profile, and eth2's defaults in the main table.
+    assert lab.ssh(host, f"test -e {paths.ifcfg('vrf.eth2')}").returncode == 0
+    assert len(defaults(lab, host, 4, "main")) == 2
+    # Within the timeout plus a margin, by the host's own clock.
+    log = lab.check(host, f"cat {paths.RUN_LOG}")
+    stamps = dict(re.findall(r"mgmt-vrf: (apply started|rollback done) (\S+)", log))
+    took = datetime.fromisoformat(stamps["rollback done"]) - datetime.fromisoformat(
+        stamps["apply started"]
+    )
+    assert took.total_seconds() <= TEST_ROLLBACK_TIMEOUT + 30, log
+    assert "mgmt-vrf-rollback" not in lab.check(host, "systemctl list-timers --all")
 
 
 def test_broken_and_clean_hosts_converge(lab: Lab, fleet: Path, converged: list[str]) -> None:
@@ -62,10 +137,21 @@ def test_broken_and_clean_hosts_converge(lab: Lab, fleet: Path, converged: list[
     assert mode == "600 root"
 
 
+def test_first_run_costs_at_most_six_commands_per_host(first: FirstRun) -> None:
+    # Counted by each host's sshd: probe, start, wait, verify, confirm (one more wait when
+    # the apply is slow to end). The rolled-back host reconnects more, by design.
+    for host in first.hosts:
+        assert first.counts[host] <= 6, (host, client.sessions())
+
+
 def test_second_run_changes_nothing(fleet: Path, converged: list[str]) -> None:
+    client.command_counts(reset=True)
     run = converge(fleet, converged)
+    counts = client.command_counts()
     assert run.returncode == 0, run.stderr[-3000:]
     assert results(run) == (0, 0, 2)
+    # One combined probe per host and nothing else.
+    assert [counts[host] for host in converged] == [1, 1]
 
 
 def test_dry_run_on_converged_hosts_lists_nothing(fleet: Path, converged: list[str]) -> None:
@@ -125,13 +211,44 @@ def test_reboot_keeps_the_vrf_without_the_controller(
 ) -> None:
     for host in converged:
         lab.reboot(host)
+    # Straight after boot: the deploy waits for our boot unit instead of racing it.
+    run = converge(fleet, converged)
+    assert results(run) == (0, 0, 2)
     for host in converged:
         assert_converged(lab, fleet, host)
         # The lab has no NetworkManager: only our boot unit can have rebuilt the VRF. Run by
         # hand now, the same script finds nothing left to do.
         assert "mgmt-vrf: nothing to repair" in lab.check(host, paths.CONVERGE_SCRIPT)
-    run = converge(fleet, converged)
-    assert results(run) == (0, 0, 2)
+
+
+def test_state_absent_tears_the_vrf_down(
+    lab: Lab, fleet: Path, converged: list[str], tmp_path: Path
+) -> None:
+    host = converged[1]
+    absent = tmp_path / "fleet.toml"
+    text = fleet.read_text().replace(
+        f"[hosts.{host}.vrfs.mgmt0]\n", f'[hosts.{host}.vrfs.mgmt0]\nstate = "absent"\n'
+    )
+    assert text != fleet.read_text()
+    absent.write_text(text)
+    # The controller's session came in through the VRF: the teardown ends it, yet the run
+    # confirms from a new connection and reports success.
+    run = converge(absent, [host])
+    assert run.returncode == 0, (run.stdout + run.stderr)[-4000:]
+    assert results(run) == (1, 0, 0)
+    assert fact(absent, host, "VrfDevices") == {}
+    assert "master" not in lab.check(host, "ip -d link show eth2")
+    assert defaults(lab, host, 4, "main") == [("unicast", SVC_GW4)]
+    assert defaults(lab, host, 6, "main") == [("unicast", SVC_GW6)]
+    assert "203.0.113.0/25 dev eth2" in lab.check(host, "ip route show table main")
+    for path in (paths.keyfile("mgmt0"), paths.CONVERGE_SCRIPT, paths.UNIT, paths.SYSCTL_DROPIN):
+        assert lab.ssh(host, f"test -e {path}").returncode == 1, path
+    assert "VRF=" not in lab.check(host, f"cat {paths.ifcfg('eth2')}")
+    assert lab.check(host, f"find {paths.BACKUP_DIR} -type f | wc -l").strip() != "0"
+    assert results(converge(absent, [host])) == (0, 0, 1)
+    lab.reboot(host)
+    assert fact(absent, host, "VrfDevices") == {}
+    assert results(converge(absent, [host])) == (0, 0, 1)
 
 
 def test_two_vrfs_on_one_host(lab: Lab, fleet: Path, tmp_path: Path) -> None:
@@ -160,6 +277,11 @@ gateway6 = "2001:db8:52::1"
         assert defaults(lab, host, 4, "20") == [("unicast", "192.0.2.1"), ("unreachable", None)]
         assert defaults(lab, host, 4, "main") == [("unicast", SVC_GW4)]
         assert results(converge(two, [host])) == (0, 0, 1)
+        # Two VRFs take the boot unit longer than sshd takes to answer: the deploy right
+        # after boot waits for the unit, then finds nothing to do.
+        lab.reboot(host)
+        assert results(converge(two, [host])) == (0, 0, 1)
+        assert lab.ssh(host, "ip vrf exec acc0 ping -c1 -W3 192.0.2.1").returncode == 0
     finally:
         lab.reset(host)
 
@@ -181,3 +303,32 @@ def test_unreachable_host_fails_the_run_and_the_others_converge(lab: Lab, fleet:
         lab.heal(cut)
         lab.reset(good)
         lab.reset(cut)
+
+
+def test_cut_during_the_change_rolls_the_host_back(lab: Lab, fleet: Path, tmp_path: Path) -> None:
+    host = lab.hosts[2]
+    lab.reset(host)
+    short = tmp_path / "fleet.toml"
+    short.write_text(
+        fleet.read_text().replace(
+            f"[hosts.{host}]\n", f"[hosts.{host}]\nrollback_timeout = {TEST_ROLLBACK_TIMEOUT}\n"
+        )
+    )
+    before = fact(short, host, "VrfHostState")
+    run = converge_in_background(short, [host])
+    try:
+        # Cut the controller's path the moment the rollback is armed: the apply has just
+        # started and waits 2 s before its first change, as does the controller.
+        lab.cut(host, when=paths.ARMED, within=120)
+        assert run.poll() is None
+        time.sleep(TEST_ROLLBACK_TIMEOUT + 5)
+        lab.heal(host)
+        out, _ = run.communicate(timeout=600)
+        assert run.returncode != 0, out[-4000:]
+        assert re.search(rf"\[{host}\] mgmt-vrf: ROLLED BACK: ", out), out[-4000:]
+        assert fact(short, host, "VrfHostState") == before
+    finally:
+        if run.poll() is None:
+            run.kill()
+        lab.heal(host)
+        lab.reset(host)

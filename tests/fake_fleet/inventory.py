@@ -2,7 +2,9 @@
 
 Every host of the fleet file $FAKE_FLEET becomes `@fake/NAME` carrying its validated spec,
 and answers the combined fact with the recorded output in $FAKE_PROBE_OUTPUT (a real run,
-see tests/fixtures/README.md). Nothing leaves the machine.
+see tests/fixtures/README.md). After a change, the controller's checks from a new connection
+get $FAKE_AFTER_OUTPUT (a real capture of a converged host) behind the status lines a
+finished apply prints, and the confirmation succeeds. Nothing leaves the machine.
 """
 
 import os
@@ -13,18 +15,29 @@ _ROOT = Path(__file__).resolve().parents[2]
 if str(_ROOT) not in sys.path:
     sys.path.insert(0, str(_ROOT))
 
+from mgmt_vrf.apply import STATUS_MARKER  # noqa: E402
 from mgmt_vrf.fleet_file import load_fleet  # noqa: E402
 from mgmt_vrf.probe import MARKER  # noqa: E402
 
 _fleet = load_fleet(os.environ["FAKE_FLEET"])
 _probe_output = Path(os.environ["FAKE_PROBE_OUTPUT"]).read_text().splitlines()
+_after = os.environ.get("FAKE_AFTER_OUTPUT")
+_after_output = [f"{STATUS_MARKER} apply=done", f"{STATUS_MARKER} has=armed"] + (
+    Path(_after).read_text().splitlines() if _after else []
+)
+# First match wins: the run's own commands before the bare probe.
+_responses = {
+    "mgmt-vrf-wait": _after_output,
+    "mgmt-vrf-confirm": ["mgmt-vrf: change confirmed, rollback disarmed"],
+    MARKER: _probe_output,
+}
 
 fake_hosts = [
     (
         f"@fake/{spec.name}",
         {
             "mgmt_vrf_spec": spec,
-            "fake_responses": {MARKER: _probe_output},
+            "fake_responses": _responses,
             "fake_delay": 0,
             "fake_delay_jitter": 0,
         },

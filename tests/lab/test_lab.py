@@ -220,22 +220,6 @@ def test_cut_really_cuts_and_heal_restores(lab: Lab) -> None:
     assert lab.check(host, "echo back").strip() == "back"
 
 
-def test_vrf_with_wrong_management_gateway_kills_the_session(lab: Lab) -> None:
-    host = lab.hosts[-1]
-    script = (
-        "sysctl -qw net.ipv4.tcp_l3mdev_accept=1; sleep 1; "
-        "ip link add mgmt0 type vrf table 10; ip link set mgmt0 up; ip link set eth2 master mgmt0; "
-        "ip route add default via 203.0.113.99 table 10"
-    )
-    try:
-        lab.check(host, DETACH.format(script=json.dumps(script)))
-        time.sleep(4)
-        assert lab.ssh(host, "true", timeout=60).returncode != 0
-    finally:
-        lab.reboot(host)
-    assert lab.check(host, "echo back").strip() == "back"
-
-
 def test_vrf_with_right_gateway_answers_through_eth2(lab: Lab) -> None:
     host = lab.hosts[-1]
     script = (

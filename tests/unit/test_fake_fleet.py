@@ -16,6 +16,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 BROKEN = ROOT / "tests" / "fixtures" / "probe" / "lab-broken.txt"
+CONVERGED = ROOT / "tests" / "fixtures" / "probe" / "lab-converged.txt"
 HOSTS = [f"alma{i:02d}" for i in range(1, 21)]
 
 
@@ -54,7 +55,12 @@ gateway6 = "2001:db8:1::1"
 def _pyinfra(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     fleet = tmp_path / "fleet.toml"
     fleet.write_text(_fleet_toml())
-    env = {**os.environ, "FAKE_FLEET": str(fleet), "FAKE_PROBE_OUTPUT": str(BROKEN)}
+    env = {
+        **os.environ,
+        "FAKE_FLEET": str(fleet),
+        "FAKE_PROBE_OUTPUT": str(BROKEN),
+        "FAKE_AFTER_OUTPUT": str(CONVERGED),
+    }
     return subprocess.run(
         [sys.executable, "-m", "pyinfra", "tests/fake_fleet/inventory.py", "deploy.py", *args],
         cwd=ROOT,
@@ -115,9 +121,13 @@ def test_real_run_on_fake_hosts_changes_every_host(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     output = result.stdout + result.stderr
     assert re.search(r"Converge management VRFs\s+20\s+20\s+-\s+-", output), output[-2000:]
-    # Under -y pyinfra skips the prepare phase; the plan is still printed for every host.
+    # Under -y pyinfra skips the prepare phase; the plan is still printed for every host,
+    # and every host's change is confirmed from a new connection.
     for host in HOSTS:
-        assert "$ ip link add dev mgmt0 type vrf table 10" in "\n".join(_host_lines(output, host))
+        lines = "\n".join(_host_lines(output, host))
+        assert "$ ip link add dev mgmt0 type vrf table 10" in lines
+        assert "rollback armed for 120 s" in lines
+        assert "confirmed over a new ssh connection, rollback disarmed" in lines
 
 
 def test_broken_fixture_is_a_real_lab_capture() -> None:

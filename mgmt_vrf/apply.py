@@ -1,0 +1,300 @@
+"""A change as one transaction on the host: armed rollback, detached apply, confirm or undo.
+
+1. `start_command` writes `apply.sh` and `rollback.sh` into the run directory, arms the
+   rollback (a transient systemd timer, or a sleeping shell where systemd does not run) and
+   starts `apply.sh` detached, so losing our ssh session cannot stop a change half-way.
+2. The controller reconnects over a NEW ssh connection and runs `verify_command`: it waits
+   for the apply to end and prints its status before the combined probe's output.
+3. Converged: `confirm_command` disarms. Anything else: `rollback_now_command`. Not reachable
+   again: the timer runs the rollback on the host by itself.
+
+No pyinfra import: operations/vrf.py sends these commands.
+"""
+
+from __future__ import annotations
+
+import base64
+import posixpath
+import shlex
+from dataclasses import dataclass
+from ipaddress import ip_interface
+
+from . import paths
+from .commands import Argv, backup, backup_and_remove, install_staged, to_shell
+from .plan import Plan, RemoveFile, RunCommand, WriteFile
+from .rollback import touched_paths
+
+# Seconds the apply waits before its first change: the ssh command that started it must
+# return first, or a change that cuts the session would leave that command hanging.
+APPLY_DELAY = 2
+
+
+def _q(value: object) -> str:
+    return shlex.quote(str(value))
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def _checked(command: str, what: str) -> str:
+    return f"{command} || fail {_q(what)}"
+
+
+_BATCH_END = "MGMT_VRF_IP_BATCH"
+_FAMILY_FLAGS = {"-4": 4, "-6": 6}
+_ANY = {4: "0.0.0.0/0", 6: "::/0"}
+
+
+def _batch_words(argv: Argv) -> tuple[int | None, tuple[str, ...]]:
+    """The words of an `ip` command as a batch line, and the family the line still needs.
+
+    `ip -batch` takes one family for all its lines, so a `-4`/`-6` flag is dropped where an
+    address in the line tells ip the family anyway (`default` becomes 0.0.0.0/0 or ::/0).
+    """
+    family = _FAMILY_FLAGS.get(argv[1])
+    words = argv[2:] if family else argv[1:]
+    if family is None:
+        return None, words
+    # `default` first: ip reads it as IPv4 unless told otherwise, even before an IPv6 `via`.
+    if "default" in words:
+        return None, tuple(_ANY[family] if w == "default" else w for w in words)
+    for word in words:
+        try:
+            if ip_interface(word).version == family:
+                return None, words
+        except ValueError:
+            continue
+    return family, words
+
+
+def _batchable(change: RunCommand, batch: list[RunCommand]) -> bool:
+    """Consecutive `ip` commands run as one `ip -batch`: one process instead of one each,
+    in the same order, stopping at the first that fails."""
+    argv = change.argv
+    if argv[0] != "ip" or len(argv) < 3:
+        return False
+    if argv[1].startswith("-") and argv[1] not in _FAMILY_FLAGS:
+        return False
+    # Batch lines are split on blanks by ip itself, with no shell in between.
+    if any(not word or any(c.isspace() or c in "'\"\\#" for c in word) for word in argv):
+        return False
+    # A line that still needs -4/-6 runs alone: a flag on the batch would make ip read the
+    # other family's addresses in its other lines as errors.
+    family, _ = _batch_words(argv)
+    return family is None
+
+
+def _ip_batch(batch: list[RunCommand]) -> list[str]:
+    if not batch:
+        return []
+    if len(batch) == 1:
+        change = batch[0]
+        return [_checked(change.shell, f"{change.why}: {change.shell}")]
+    what = "; ".join(dict.fromkeys(c.why for c in batch))
+    return [
+        f"ip -batch - <<'{_BATCH_END}' || fail {_q(what)}",
+        *(" ".join(_batch_words(c.argv)[1]) for c in batch),
+        _BATCH_END,
+    ]
+
+
+def apply_script(plan: Plan) -> str:
+    """Every change of the plan, in order, stopping at the first failure."""
+    lines = [
+        "#!/bin/sh",
+        f"# mgmt-vrf apply for {plan.host}: written by the deploy, undone by rollback.sh.",
+        "set -u",
+        f"run={_q(paths.RUN_DIR)}",
+        'status() { printf \'%s\\n\' "$1" >"$run/apply.status.new" && '
+        'mv -f "$run/apply.status.new" "$run/apply.status"; }',
+        'fail() { echo "mgmt-vrf: apply failed: $1"; status "failed: $1"; exit 1; }',
+        'echo "mgmt-vrf: apply started $(date -u +%FT%TZ)"',
+        f"sleep {APPLY_DELAY}",
+        "# Copies for rollback.sh of every file this run replaces or removes.",
+    ]
+    for path in touched_paths(plan):
+        saved = paths.SAVED_DIR + path
+        lines.append(
+            _checked(
+                f"if [ -e {_q(path)} ]; then mkdir -p {_q(posixpath.dirname(saved))} && "
+                f"cp -p {_q(path)} {_q(saved)}; fi",
+                f"save {path}",
+            )
+        )
+    lines.append(f"mkdir -p -m 0700 {_q(paths.STAGING_DIR)} || fail 'staging directory'")
+    batch: list[RunCommand] = []
+    for i, change in enumerate(plan.changes):
+        if isinstance(change, RunCommand) and _batchable(change, batch):
+            batch.append(change)
+            continue
+        lines += _ip_batch(batch)
+        batch = []
+        if isinstance(change, RunCommand):
+            if _batchable(change, []):
+                batch.append(change)
+            else:
+                lines.append(_checked(change.shell, f"{change.why}: {change.shell}"))
+        elif isinstance(change, RemoveFile):
+            argv: Argv = backup_and_remove(change.path, paths.BACKUP_DIR)
+            lines.append(_checked(to_shell(argv), f"remove {change.path}"))
+        elif isinstance(change, WriteFile):
+            staged = posixpath.join(paths.STAGING_DIR, f"{i}-{posixpath.basename(change.path)}")
+            if change.old is not None:
+                lines.append(
+                    _checked(
+                        to_shell(backup(change.path, paths.BACKUP_DIR)), f"back up {change.path}"
+                    )
+                )
+            lines.append(
+                _checked(
+                    f"printf '%s' {_q(_b64(change.content))} | base64 -d >{_q(staged)}",
+                    f"stage {change.path}",
+                )
+            )
+            lines.append(
+                _checked(
+                    to_shell(install_staged(staged, change.path, change.mode)),
+                    f"install {change.path}",
+                )
+            )
+    lines += _ip_batch(batch)
+    lines += ["status done", 'echo "mgmt-vrf: apply done $(date -u +%FT%TZ)"']
+    return "\n".join(lines) + "\n"
+
+
+# $1 apply.sh (base64), $2 rollback.sh (base64), $3 timeout (s), $4 run dir, $5 timer unit.
+_START = r"""
+set -u
+run=$4
+if [ -e "$run/armed" ]; then
+    echo "mgmt-vrf: a rollback from an earlier run is still armed ($run/armed);" \
+        "wait for it, or confirm that run: mv $run/armed $run/confirmed" >&2
+    exit 3
+fi
+if [ -e "$run/rolling-back" ] && [ ! -e "$run/rollback.status" ]; then
+    echo "mgmt-vrf: an earlier run is rolling back now ($run/log); try again in a minute" >&2
+    exit 3
+fi
+rm -rf "$run.prev" && { [ ! -d "$run" ] || mv "$run" "$run.prev"; } || exit 1
+mkdir -p -m 0700 "$run" || exit 1
+printf '%s' "$1" | base64 -d >"$run/apply.sh" || exit 1
+printf '%s' "$2" | base64 -d >"$run/rollback.sh" || exit 1
+echo running >"$run/apply.status" && : >"$run/armed" || exit 1
+if [ -d /run/systemd/system ] && command -v systemd-run >/dev/null 2>&1; then
+    systemctl stop "$5.timer" "$5.service" 2>/dev/null
+    systemctl reset-failed "$5.timer" "$5.service" 2>/dev/null
+    # A wall-clock time, not --on-active: a daemon-reload (the apply may do one) restarts
+    # a relative timer's count.
+    at=$(date -u -d "@$(($(date +%s) + $3))" '+%Y-%m-%d %H:%M:%S UTC') || exit 1
+    systemd-run --quiet --unit="$5" --description="mgmt-vrf: undo the unconfirmed change" \
+        --on-calendar="$at" --timer-property=AccuracySec=1s /bin/sh "$run/rollback.sh" || exit 1
+else
+    nohup sh -c 'sleep "$1"; exec sh "$2"' "$5" "$3" "$run/rollback.sh" >/dev/null 2>&1 </dev/null &
+fi
+nohup sh "$run/apply.sh" >>"$run/log" 2>&1 </dev/null &
+echo $! >"$run/apply.pid"
+echo "mgmt-vrf: armed rollback in $3 s, apply started"
+"""
+
+
+def start_command(plan: Plan, rollback: str, timeout: int) -> Argv:
+    return (
+        "sh",
+        "-c",
+        _START,
+        "mgmt-vrf-start",
+        _b64(apply_script(plan)),
+        _b64(rollback),
+        str(timeout),
+        paths.RUN_DIR,
+        paths.ROLLBACK_UNIT,
+    )
+
+
+STATUS_MARKER = "##mgmt-vrf-run##"
+
+# $1 seconds to wait for the apply, $2 run dir; prints the run's state, then the probe runs.
+_WAIT = r"""
+i=0
+while [ "$(cat "$2/apply.status" 2>/dev/null)" = running ] && [ "$i" -lt "$1" ]; do
+    sleep 1
+    i=$((i + 1))
+done
+printf '%s apply=%s\n' "$3" "$(cat "$2/apply.status" 2>/dev/null)"
+for f in armed confirmed rolling-back rollback.status; do
+    [ -e "$2/$f" ] && printf '%s has=%s\n' "$3" "$f"
+done
+true
+"""
+
+
+def wait_command(wait: int) -> str:
+    """Waits up to `wait` seconds for the apply to end, then prints the run's state."""
+    return to_shell(("sh", "-c", _WAIT, "mgmt-vrf-wait", str(wait), paths.RUN_DIR, STATUS_MARKER))
+
+
+def verify_command(probe: str) -> str:
+    """The run's state, then the combined probe's output, in one round trip."""
+    return wait_command(0) + "; " + probe
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    apply: str  # "running", "done", "failed: ...", or "" when no status was found
+    armed: bool
+    confirmed: bool
+    rolling_back: bool
+    rolled_back: bool  # the rollback script finished
+
+    @property
+    def applied(self) -> bool:
+        return self.apply == "done"
+
+
+def parse_run_status(lines: list[str]) -> RunStatus:
+    apply = ""
+    has: set[str] = set()
+    prefix = STATUS_MARKER + " "
+    for line in lines:
+        if not line.startswith(prefix):
+            continue
+        key, _, value = line[len(prefix) :].partition("=")
+        if key == "apply":
+            apply = value.strip()
+        elif key == "has":
+            has.add(value.strip())
+    return RunStatus(
+        apply=apply,
+        armed="armed" in has,
+        confirmed="confirmed" in has,
+        rolling_back="rolling-back" in has,
+        rolled_back="rollback.status" in has,
+    )
+
+
+# $1 run dir, $2 timer unit. Exit 3: too late, the rollback claimed the run first.
+_CONFIRM = r"""
+if ! mv "$1/armed" "$1/confirmed" 2>/dev/null; then
+    echo "mgmt-vrf: too late to confirm, the rollback has started" >&2
+    exit 3
+fi
+systemctl stop "$2.timer" 2>/dev/null
+rm -rf "$1/staging"
+echo "mgmt-vrf: change confirmed, rollback disarmed"
+"""
+
+
+def confirm_command() -> Argv:
+    return ("sh", "-c", _CONFIRM, "mgmt-vrf-confirm", paths.RUN_DIR, paths.ROLLBACK_UNIT)
+
+
+def rollback_now_command() -> Argv:
+    """Detached: the rollback may cut the session that asks for it."""
+    return (
+        "sh",
+        "-c",
+        'nohup sh "$1/rollback.sh" >/dev/null 2>&1 </dev/null & echo "mgmt-vrf: rollback started"',
+        "mgmt-vrf-rollback",
+        paths.RUN_DIR,
+    )

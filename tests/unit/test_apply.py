@@ -1,0 +1,242 @@
+"""The apply script and the start / wait / confirm commands, run here by a real sh.
+
+The snippets take the run directory as a parameter, so they run against a scratch directory;
+where systemd does not run (as here) the rollback is armed with a sleeping shell.
+"""
+
+from __future__ import annotations
+
+import base64
+import shlex
+import subprocess
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from mgmt_vrf import apply, paths
+from mgmt_vrf.plan import RemoveFile, RunCommand, WriteFile, plan
+
+from .builders import broken_state, converged_state, seed_spec
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def sh(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, timeout=30)
+
+
+def start(run: Path, apply_text: str, rollback_text: str, timeout: int = 2):
+    return sh("sh", "-c", apply._START, "t", b64(apply_text), b64(rollback_text), str(timeout),
+              str(run), "mgmt-vrf-test-rollback")  # fmt: skip
+
+
+def wait_for(path: Path, seconds: float = 10) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if path.exists():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def executed(script: str) -> list[tuple[str, ...]]:
+    """The commands the script runs, in order; `ip` ones as batch words, wherever they are."""
+    out: list[tuple[str, ...]] = []
+    lines = iter(script.splitlines())
+    for line in lines:
+        if " || fail " not in line:
+            continue
+        argv = tuple(shlex.split(line.split(" || fail ")[0]))
+        if argv[:2] == ("ip", "-batch") or argv[:3] in (
+            ("ip", "-4", "-batch"),
+            ("ip", "-6", "-batch"),
+        ):
+            for inner in lines:
+                if inner == "MGMT_VRF_IP_BATCH":
+                    break
+                out.append(("ip", *inner.split()))
+        elif argv[0] == "ip":
+            out.append(("ip", *apply._batch_words(argv)[1]))
+        else:
+            out.append(argv)
+    return out
+
+
+def test_apply_script_runs_every_change_in_order_and_stops_at_the_first_failure() -> None:
+    spec = seed_spec()
+    result = plan(spec, broken_state())
+    script = apply.apply_script(result)
+    assert subprocess.run(["sh", "-n"], input=script, text=True).returncode == 0
+    runs = [
+        ("ip", *apply._batch_words(c.argv)[1]) if c.argv[0] == "ip" else c.argv
+        for c in result.changes
+        if isinstance(c, RunCommand)
+    ]
+    done = executed(script)
+    assert [argv for argv in done if argv in runs] == runs
+    # Every file is saved for the rollback before the first change.
+    lines = script.splitlines()
+    saves = [i for i, line in enumerate(lines) if line.startswith("if [ -e ")]
+    first_change = min(i for i, line in enumerate(lines) if line.startswith(("sysctl", "ip ")))
+    assert len(saves) == len({c.path for c in result.changes if not isinstance(c, RunCommand)})
+    assert max(saves) < first_change
+    assert lines.index(f"sleep {apply.APPLY_DELAY}") < min(saves)
+    assert lines[-2:] == ["status done", 'echo "mgmt-vrf: apply done $(date -u +%FT%TZ)"']
+    removed = [c.path for c in result.changes if isinstance(c, RemoveFile)]
+    assert all(any(path in line and "rm -f" in line for line in lines) for path in removed)
+    # The twelve network commands run as one ip process.
+    assert sum(1 for line in lines if line.startswith("ip ")) == 1
+
+
+def test_teardown_batches_only_lines_that_name_their_family() -> None:
+    spec = seed_spec()
+    spec = replace(spec, vrfs=(replace(spec.vrfs[0], state="absent"),))
+    script = apply.apply_script(plan(spec, converged_state()))
+    assert subprocess.run(["sh", "-n"], input=script, text=True).returncode == 0
+    lines = script.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("ip -batch - <<"))
+    end = lines.index("MGMT_VRF_IP_BATCH", start)
+    assert lines[start + 1 : end] == [
+        "link set dev eth2 nomaster",
+        "addr replace 203.0.113.10/24 dev eth2",
+        "addr replace 2001:db8:1::10/64 dev eth2",
+        "link del dev mgmt0",
+    ]
+    # A flush names no address: it keeps its flag and runs on its own.
+    assert lines[end + 1].startswith("ip -4 route flush table 10 || fail ")
+    assert lines[end + 2].startswith("ip -6 route flush table 10 || fail ")
+
+
+def test_ip_batch_does_what_the_single_commands_do(tmp_path: Path) -> None:
+    """In two scratch network namespaces: the plan's route and address commands one by one,
+    and as the apply script batches them; both end with the same routes."""
+    state = broken_state()
+    spec = seed_spec()
+    commands = [
+        c
+        for c in plan(spec, state).changes
+        if isinstance(c, RunCommand) and c.argv[0] == "ip" and c.argv[2] in ("route", "addr")
+    ]
+    assert len(commands) >= 6
+    setup = [
+        "link add eth2 type veth peer name peer2",
+        "link set eth2 up",
+        "link set peer2 up",
+        "addr add 203.0.113.10/24 dev eth2",
+        "addr add 2001:db8:1::10/64 dev eth2 nodad",
+        "route add default via 203.0.113.1 dev eth2 metric 102",
+        "route add default via 2001:db8:1::1 dev eth2 metric 1024",
+    ]
+    results = []
+    for name, batched in (("mvt-single", False), ("mvt-batch", True)):
+        sh("ip", "netns", "del", name)
+        assert sh("ip", "netns", "add", name).returncode == 0
+        try:
+            for line in setup:
+                assert sh("ip", "-n", name, *line.split()).returncode == 0, line
+            if batched:
+                text = "\n".join(" ".join(apply._batch_words(c.argv)[1]) for c in commands)
+                r = subprocess.run(["ip", "-n", name, "-batch", "-"], input=text + "\n",
+                                   capture_output=True, text=True)  # fmt: skip
+                assert r.returncode == 0, r.stderr
+            else:
+                for c in commands:
+                    r = sh("ip", "-n", name, *c.argv[1:])
+                    assert r.returncode == 0, (c.argv, r.stderr)
+            results.append(
+                [
+                    sh("ip", "-n", name, f"-{f}", "route", "show", "table", "all").stdout
+                    for f in (4, 6)
+                ]
+            )
+        finally:
+            sh("ip", "netns", "del", name)
+    assert results[0] == results[1]
+    assert "unreachable default" in results[0][0] and "default via 2001:db8:1::1" in results[0][1]
+
+
+def test_apply_script_writes_each_file_byte_for_byte(tmp_path: Path) -> None:
+    spec = seed_spec()
+    result = plan(spec, broken_state())
+    keyfile = next(c for c in result.changes if isinstance(c, WriteFile))
+    staged = next(
+        line for line in apply.apply_script(result).splitlines() if "| base64 -d >" in line
+    )
+    target = tmp_path / "staged"
+    command = staged.split(" || fail")[0].rsplit(">", 1)[0] + f">{target}"
+    assert sh("sh", "-c", command).returncode == 0
+    assert target.read_text() == keyfile.content
+
+
+def test_start_arms_the_rollback_and_starts_the_apply(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    applied = tmp_path / "applied"
+    rolled = tmp_path / "rolled"
+    rollback = f'mv "{run}/armed" "{run}/rolling-back" 2>/dev/null || exit 0\ntouch {rolled}\n'
+    r = start(run, f"touch {applied}\necho done > {run}/apply.status\n", rollback, timeout=1)
+    assert r.returncode == 0, r.stderr
+    assert "armed rollback in 1 s, apply started" in r.stdout
+    assert (run / "armed").exists() and (run / "apply.pid").read_text().strip().isdigit()
+    assert wait_for(applied)
+    # Nobody confirms: the armed rollback runs by itself.
+    assert wait_for(rolled)
+    assert not (run / "armed").exists() and (run / "rolling-back").exists()
+
+
+def test_confirm_wins_over_a_later_rollback_and_only_once(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    rolled = tmp_path / "rolled"
+    rollback = f'mv "{run}/armed" "{run}/rolling-back" 2>/dev/null || exit 0\ntouch {rolled}\n'
+    assert start(run, "true\n", rollback, timeout=2).returncode == 0
+    confirm = apply.confirm_command()
+    ok = sh(*confirm[:4], str(run), "mgmt-vrf-test-rollback")
+    assert ok.returncode == 0 and "rollback disarmed" in ok.stdout
+    assert (run / "confirmed").exists()
+    again = sh(*confirm[:4], str(run), "mgmt-vrf-test-rollback")
+    assert again.returncode == 3 and "too late to confirm" in again.stderr
+    time.sleep(3)
+    assert not rolled.exists()
+
+
+def test_second_start_while_armed_is_refused(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    assert start(run, "true\n", "true\n", timeout=30).returncode == 0
+    second = start(run, "true\n", "true\n", timeout=30)
+    assert second.returncode == 3
+    assert "still armed" in second.stderr and f"mv {run}/armed {run}/confirmed" in second.stderr
+    # The first run's scripts are untouched.
+    assert (run / "apply.sh").read_text() == "true\n"
+
+
+def test_new_start_keeps_the_previous_run_beside_it(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    assert start(run, "true\n", "true\n", timeout=30).returncode == 0
+    (run / "armed").rename(run / "confirmed")
+    assert start(run, "echo second\n", "true\n", timeout=30).returncode == 0
+    assert (tmp_path / "run.prev" / "confirmed").exists()
+    assert (run / "apply.sh").read_text() == "echo second\n"
+
+
+def test_wait_reports_the_apply_status_and_markers(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "apply.status").write_text("failed: boom\n")
+    (run / "armed").touch()
+    argv = apply.wait_command(5)
+    out = sh("sh", "-c", argv.replace(paths.RUN_DIR, str(run))).stdout.splitlines()
+    status = apply.parse_run_status(out)
+    assert status.apply == "failed: boom" and status.armed and not status.applied
+    assert not status.rolled_back
+
+
+def test_wait_gives_up_on_a_running_apply_after_its_wait(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "apply.status").write_text("running\n")
+    begin = time.monotonic()
+    argv = apply.wait_command(1)
+    out = sh("sh", "-c", argv.replace(paths.RUN_DIR, str(run))).stdout.splitlines()
+    assert apply.parse_run_status(out).apply == "running"
+    assert time.monotonic() - begin < 10
