@@ -7,4 +7,4 @@ sh scripts/setup.sh
 python3 -m ruff format --check .
 python3 -m ruff check .
 python3 -m mypy mgmt_vrf facts operations lab bench inventory.py deploy.py mgmt_vrf_report.py
-exec python3 -m pytest "$@"
+exec python3 -m pytest --durations=25 "$@"
