@@ -19,7 +19,7 @@ from . import paths
 from .hoststate import MAIN_TABLE, HostState, RouteEntry
 from .model import HostSpec
 from .plan import Plan, RemoveFile, RunCommand, WriteFile
-from .steps import l3mdev_sysctls, sysctl_slash_key
+from .steps import l3mdev_sysctls, route_match_words, sysctl_slash_key
 
 # Route types the kernel derives from addresses; they come back by themselves.
 _DERIVED = frozenset({"local", "broadcast", "anycast", "multicast"})
@@ -77,13 +77,7 @@ def _route_add(route: RouteEntry) -> str:
     words = ["ip", f"-{route.family}", "route", "add"]
     if route.type != "unicast":
         words.append(route.type)
-    words.append(route.dst)
-    if route.gateway:
-        words += ["via", route.gateway]
-    if route.dev:
-        words += ["dev", route.dev]
-    if route.metric is not None:
-        words += ["metric", str(route.metric)]
+    words += route_match_words(route)
     if route.protocol:
         words += ["proto", route.protocol]
     words += ["table", str(route.table)]

@@ -184,16 +184,21 @@ def _wanted_vrf_routes(vrf: Vrf, family: int) -> list[tuple[str, str]]:
     return wanted
 
 
-def route_del_argv(route: RouteEntry) -> Argv:
-    argv: list[str] = ["ip", _fam(route.family), "route", "del", route.dst]
+def route_match_words(route: RouteEntry) -> list[str]:
+    """The words that single out one route: destination, gateway, device, metric."""
+    words = [route.dst]
     if route.gateway:
-        argv += ["via", route.gateway]
+        words += ["via", route.gateway]
     if route.dev:
-        argv += ["dev", route.dev]
+        words += ["dev", route.dev]
     if route.metric is not None:
-        argv += ["metric", str(route.metric)]
-    argv += ["table", "main" if route.table == MAIN_TABLE else str(route.table)]
-    return tuple(argv)
+        words += ["metric", str(route.metric)]
+    return words
+
+
+def route_del_argv(route: RouteEntry) -> Argv:
+    table = "main" if route.table == MAIN_TABLE else str(route.table)
+    return ("ip", _fam(route.family), "route", "del", *route_match_words(route), "table", table)
 
 
 Finder = Callable[[HostState], list[RouteEntry]]

@@ -49,15 +49,18 @@ def _command(argv: Argv) -> StringCommand:
     return StringCommand(*(QuoteString(arg) for arg in argv))
 
 
+def _ports(spec: HostSpec) -> list[str]:
+    return sorted({port for vrf in spec.vrfs for port in vrf.ports})
+
+
 def _probe(spec: HostSpec) -> str:
-    ports = sorted({port for vrf in spec.vrfs for port in vrf.ports})
-    return probe_command(paths.managed_paths(spec), ports)
+    """The combined fact's command, for the checks made outside pyinfra's fact machinery."""
+    return probe_command(paths.managed_paths(spec), _ports(spec))
 
 
 def read_state(spec: HostSpec) -> HostState:
     """The one remote command per run phase: everything the plan needs."""
-    ports = sorted({port for vrf in spec.vrfs for port in vrf.ports})
-    return host.get_fact(VrfHostState, paths=paths.managed_paths(spec), ports=ports)
+    return host.get_fact(VrfHostState, paths=paths.managed_paths(spec), ports=_ports(spec))
 
 
 def plan_for_host(spec: HostSpec) -> tuple[HostState, Plan]:
