@@ -569,6 +569,20 @@ ERROR_CASES: list[tuple[str, Callable[[str], str], str, str, int]] = [
         1,
     ),
     (
+        "rollback-timeout-too-short",
+        edit('ssh_address = "192.0.2.21"', 'ssh_address = "192.0.2.21"\nrollback_timeout = 5'),
+        "rollback_timeout",
+        "5 is outside 15..3600 seconds",
+        1,
+    ),
+    (
+        "rollback-timeout-quoted",
+        edit('ssh_address = "192.0.2.21"', 'ssh_address = "192.0.2.21"\nrollback_timeout = "60"'),
+        "rollback_timeout",
+        "write 60 without quotes",
+        1,
+    ),
+    (
         "interfaces-not-a-table",
         lambda _: '[hosts.web01]\nssh_address = "192.0.2.21"\ninterfaces = ["eth0"]\n',
         "interfaces",
@@ -1039,3 +1053,10 @@ def test_inventory_module_exposes_groups(tmp_path: Path, monkeypatch: pytest.Mon
     module = runpy.run_path(str(REPO / "inventory.py"))
     assert [name for name, _ in module["mgmt_vrf_hosts"]] == ["one", "two"]
     assert [name for name, _ in module["lab"]] == ["one"]
+
+
+def test_rollback_timeout_merges_like_any_key(tmp_path: Path) -> None:
+    (spec,) = load_fleet(write(tmp_path, BASE)).hosts
+    assert spec.rollback_timeout == 120
+    (spec,) = load_fleet(write(tmp_path, "[defaults]\nrollback_timeout = 60\n" + BASE)).hosts
+    assert spec.rollback_timeout == 60
