@@ -141,15 +141,19 @@ def _check_port(port: str) -> str:
 
 
 def _host_section() -> list[str]:
+    # Shell builtins wherever they do the job: on a slow CPU each process the probe starts
+    # costs a tenth of a second, and every run reads the probe at least once per host.
     wants = shlex.quote(UNIT_WANTS_LINK)
     ifup_eth = shlex.quote(f"{NETWORK_SCRIPTS}/ifup-eth")
     scripts_glob = shlex.quote(NETWORK_SCRIPTS) + "/*"
     return [
         _marker("host"),
-        "grep -E '^(ID|VERSION_ID)=' /etc/os-release 2>/dev/null",
-        "printf 'iproute2=%s\\n' \"$(ip -V 2>/dev/null | head -n 1)\"",
+        '[ -r /etc/os-release ] && while IFS= read -r mv_l; do case "$mv_l" in '
+        "ID=*|VERSION_ID=*) printf '%s\\n' \"$mv_l\";; esac; done < /etc/os-release",
+        "printf 'iproute2=%s\\n' \"$(ip -V 2>/dev/null)\"",
         "if [ -d /run/systemd/system ]; then echo systemd=1; else echo systemd=0; fi",
-        f"printf 'unit_state=%s\\n' \"$(systemctl is-active {UNIT_NAME} 2>/dev/null)\"",
+        # $1 and $2: our unit's and NetworkManager's states, from _wait_for_boot_unit.
+        "printf 'unit_state=%s\\n' \"${1-}\"",
         f"if [ -e {wants} ] || [ -L {wants} ]; then echo unit_enabled=1; "
         "else echo unit_enabled=0; fi",
         # NetworkManager ships its own /usr/sbin/ifup; only the network-scripts package
@@ -160,10 +164,11 @@ def _host_section() -> list[str]:
         "mv_nm=$(command -v NetworkManager 2>/dev/null)",
         '[ -n "$mv_nm" ] || { [ -x /usr/sbin/NetworkManager ] && mv_nm=/usr/sbin/NetworkManager; }',
         'if [ -n "$mv_nm" ]; then echo nm_installed=1; '
-        'printf \'nm_version=%s\\n\' "$("$mv_nm" --version 2>/dev/null | head -n 1)"; '
+        'printf \'nm_version=%s\\n\' "$("$mv_nm" --version 2>/dev/null)"; '
         "else echo nm_installed=0; fi",
-        "if { systemctl is-active --quiet NetworkManager || pidof NetworkManager; } "
-        ">/dev/null 2>&1; then echo nm_running=1; else echo nm_running=0; fi",
+        # Also a NetworkManager started outside systemd counts.
+        'if [ "${2-}" = active ] || pidof NetworkManager >/dev/null 2>&1; '
+        "then echo nm_running=1; else echo nm_running=0; fi",
         "printf 'cgroup_fs=%s\\n' \"$(stat -fc %T /sys/fs/cgroup 2>/dev/null)\"",
         "if [ -d /sys/fs/cgroup/unified ]; then echo cgroup_unified=1; "
         "else echo cgroup_unified=0; fi",
@@ -199,7 +204,9 @@ def _sysctl_section(ports: Sequence[str]) -> list[str]:
     out = [_marker("sysctl")]
     for name, path in zip(names, paths, strict=True):
         out.append(
-            f"mv_v=$(cat {shlex.quote(path)} 2>/dev/null) && "
+            # /proc/sys answers a byte-wise read with its value and no newline, so read
+            # fails even when it got the value: the value decides.
+            f'mv_v=; read -r mv_v 2>/dev/null < {shlex.quote(path)}; [ -n "$mv_v" ] && '
             f"printf '%s=%s\\n' {shlex.quote(name)} \"$mv_v\""
         )
     return out
@@ -218,44 +225,50 @@ def _file_sections(paths: Sequence[str]) -> list[str]:
     return out
 
 
-def _profile_sections() -> list[str]:
-    ifcfg_re = "^[[:space:]]*(" + "|".join(_IFCFG_KEYS) + ")="
+def _profile_sections(skip: Sequence[str] = ()) -> list[str]:
+    """Every ifcfg/route/rule file whole, and a summary of every keyfile.
+
+    ``skip`` are files the file sections already print: nothing is read twice.
+    """
     conditions = []
     for section, keys in _KEYFILE_KEYS.items():
         conditions.append(
             f'(s == "{section}" && $0 ~ /^[[:space:]]*({"|".join(keys)})[[:space:]]*=/)'
         )
+    # One awk for all keyfiles; it prints each file's marker itself.
     awk = (
+        'FNR == 1 { printf "\\n%s profile %s\\n", m, FILENAME; s = "" } '
         '/^[[:space:]]*\\[/ { s = $0; gsub(/[[:space:]]|\\[|\\]/, "", s); next } '
         + " || ".join(conditions)
         + ' { l = $0; sub(/^[[:space:]]*/, "", l); print s "." l }'
     )
-    marker = f"'\\n{MARKER} profile %s\\n'"
     file_marker = f"'\\n{MARKER} file %s\\n'"
     scripts = shlex.quote(NETWORK_SCRIPTS)
+    skip_case = "|".join(shlex.quote(p) for p in skip) or "''"
     return [
         # The whole of every ifcfg/route/rule file (they hold no secrets; keys-* files are
-        # not read): a profile we remove is backed up and shown as a diff, and its route and
-        # rule files are known to exist, all without a second round trip.
+        # not read): a profile we remove is backed up and shown as a diff, its route and
+        # rule files are known to exist, and the parser reads the ifcfg profiles from them,
+        # all without a second round trip.
         f"for mv_f in {scripts}/ifcfg-* {scripts}/route-* {scripts}/route6-* "
         f"{scripts}/rule-* {scripts}/rule6-*; do "
         '[ -f "$mv_f" ] || continue; '
+        f'case "$mv_f" in {skip_case}) continue;; esac; '
         f'printf {file_marker} "$mv_f"; base64 < "$mv_f" 2>/dev/null; done',
-        f"for mv_f in {shlex.quote(NETWORK_SCRIPTS)}/ifcfg-*; do "
-        '[ -f "$mv_f" ] || continue; '
-        f'printf {marker} "$mv_f"; '
-        f'grep -E {shlex.quote(ifcfg_re)} "$mv_f" 2>/dev/null; done',
+        "set --",
         f"for mv_f in {shlex.quote(SYSTEM_CONNECTIONS)}/*.nmconnection; do "
-        '[ -f "$mv_f" ] || continue; '
-        f'printf {marker} "$mv_f"; '
-        f'awk {shlex.quote(awk)} "$mv_f" 2>/dev/null; done',
+        '[ -f "$mv_f" ] && set -- "$@" "$mv_f"; done',
+        f'[ "$#" -eq 0 ] || awk -v m={shlex.quote(MARKER)} {shlex.quote(awk)} "$@" 2>/dev/null',
     ]
 
 
 def _wait_for_boot_unit() -> list[str]:
+    # One systemctl call per round answers for both units; the host section reads the last
+    # answer from $1 (our unit) and $2 (NetworkManager). Without systemd both are empty.
+    query = f"systemctl is-active {UNIT_NAME} NetworkManager.service 2>/dev/null"
     return [
         "mv_i=0",
-        f'while [ "$(systemctl is-active {UNIT_NAME} 2>/dev/null)" = activating ] '
+        f'while set -- $({query}); [ "${{1-}}" = activating ] '
         f'&& [ "$mv_i" -lt {BOOT_UNIT_WAIT} ]; do sleep 1; mv_i=$((mv_i + 1)); done',
     ]
 
@@ -292,7 +305,7 @@ def probe_command(paths: Sequence[str] = (), ports: Sequence[str] = ()) -> str:
             *_ip_section("rule6", "-N -j -6 rule show"),
             *_sysctl_section(ports),
             *_file_sections(paths),
-            *_profile_sections(),
+            *_profile_sections(skip=paths),
         ],
         before=_wait_for_boot_unit(),
     )
@@ -561,6 +574,19 @@ def _unquote(value: str) -> str:
     return " ".join(words)
 
 
+_IFCFG_KEY_LINE = re.compile(r"^[ \t]*(" + "|".join(_IFCFG_KEYS) + r")=")
+
+
+def _is_ifcfg(path: str) -> bool:
+    return path.rpartition("/")[2].startswith("ifcfg-")
+
+
+def _ifcfg_summary(path: str, content: bytes) -> _Section:
+    """The lines of an ifcfg file that say which device and VRF its profile is for."""
+    lines = content.decode("utf-8", "replace").splitlines()
+    return _Section("profile", path, [line for line in lines if _IFCFG_KEY_LINE.match(line)])
+
+
 def _parse_profile(section: _Section) -> Profile:
     path = section.argument or ""
     values: dict[str, str] = {}
@@ -677,7 +703,12 @@ def parse_probe_output(lines: Iterable[str]) -> HostState:
             state = _parse_file(section)
             files[state.path] = state
 
-    profiles = tuple(_parse_profile(s) for s in by_name.get("profile", ()))
+    summaries = {s.argument: s for s in by_name.get("profile", ())}
+    # Older probes printed an ifcfg summary beside the whole file; now the file alone.
+    for path in sorted(files):
+        if _is_ifcfg(path) and path not in summaries and files[path].content is not None:
+            summaries[path] = _ifcfg_summary(path, files[path].content or b"")
+    profiles = tuple(_parse_profile(s) for s in summaries.values())
 
     host: dict[str, str] = {}
     for section in by_name.get("host", ()):

@@ -181,10 +181,29 @@ def test_probe_waits_for_the_boot_unit_to_finish(tmp_path: Path) -> None:
         stdin=subprocess.DEVNULL,
     )
     assert result.returncode == 0, result.stderr
-    # Two waits and the query that ended them, then the host section's unit and NM queries.
-    assert count.read_text().strip() == "5"
+    # Two waits and the query that ended them, which the host section then reports.
+    assert count.read_text().strip() == "3"
     assert "unit_state=active" in result.stdout.splitlines()
     assert parse_probe_output(result.stdout.splitlines()).unit_busy is False
+
+
+def test_one_systemctl_query_tells_both_units(tmp_path: Path) -> None:
+    calls = tmp_path / "calls"
+    fake = tmp_path / "systemctl"
+    fake.write_text(f'#!/bin/sh\necho "$*" >> {calls}\necho active\necho active\n')
+    fake.chmod(0o755)
+    result = subprocess.run(
+        ["sh", "-c", probe_command([], [])],
+        env={"PATH": f"{tmp_path}:/usr/sbin:/usr/bin:/sbin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 0, result.stderr
+    assert calls.read_text() == "is-active mgmt-vrf.service NetworkManager.service\n"
+    state = parse_probe_output(result.stdout.splitlines())
+    assert state.network_manager.running and not state.unit_busy
 
 
 def test_boot_unit_still_activating_is_reported() -> None:
@@ -647,7 +666,12 @@ def test_profile_summary_commands_keep_secrets_out(tmp_path: Path) -> None:
     )
     ifcfg = tmp_path / "ifcfg-eth2"
     ifcfg.write_text("DEVICE=eth2\nWPA_PSK=hunter2\nVRF=mgmt0\n  TYPE=Ethernet\n")
-    command = probe_command([], [])
+    other = tmp_path / "ifcfg-eth0"
+    other.write_text("DEVICE=eth0\nNAME='service side'\n")
+    empty = tmp_path / "empty.nmconnection"
+    empty.write_text("")
+    # ifcfg-eth2 is also a file we manage: the file sections print it, the loop must not.
+    command = probe_command([str(ifcfg)], [])
     # Point the profile loops at the temp directory instead of /etc.
     command = command.replace("/etc/sysconfig/network-scripts/ifcfg-*", f"{tmp_path}/ifcfg-*")
     command = command.replace(
@@ -664,6 +688,12 @@ def test_profile_summary_commands_keep_secrets_out(tmp_path: Path) -> None:
     assert profiles["wifi.nmconnection"].table == 10
     assert profiles["ifcfg-eth2"].vrf == "mgmt0"
     assert profiles["ifcfg-eth2"].type == "Ethernet"
+    assert profiles["ifcfg-eth0"].name == "service side"
+    assert profiles["ifcfg-eth0"].vrf is None
+    assert result.stdout.count(f"{MARKER} file {ifcfg}\n") == 1
+    assert result.stdout.count(f"{MARKER} file {other}\n") == 1
+    # An empty keyfile says nothing about any device, so it has no summary.
+    assert set(profiles) == {"wifi.nmconnection", "ifcfg-eth2", "ifcfg-eth0"}
 
 
 def test_to_json_is_plain_json() -> None:
