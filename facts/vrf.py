@@ -7,6 +7,7 @@ normal answer rather than a failed host.
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
@@ -32,6 +33,13 @@ def _as_list(value: str | Sequence[str] | None) -> list[str]:
     if isinstance(value, str):
         return [value]
     return [str(v) for v in value]
+
+
+def _refusal(fact: str, error: ValueError) -> str:
+    # An exception raised here would reach the user as a greenlet traceback: pyinfra gives
+    # facts no way to refuse their arguments. A command that only prints why and fails shows
+    # the message as the host's fact error instead; it changes nothing there.
+    return f"echo {shlex.quote(f'{fact}: {error}')} >&2; exit 2"
 
 
 def _parse(output: list[str]) -> HostState:
@@ -75,7 +83,10 @@ class VrfHostState(FactBase[HostState]):
 
     @override
     def command(self, paths: Sequence[str] = (), ports: Sequence[str] = ()) -> str:
-        return probe_command(_as_list(paths), _as_list(ports))
+        try:
+            return probe_command(_as_list(paths), _as_list(ports))
+        except ValueError as e:
+            return _refusal("facts.vrf.VrfHostState", e)
 
     @override
     def process(self, output: list[str]) -> HostState:
@@ -143,7 +154,10 @@ class RouteTable(FactBase[list[dict[str, Any]]]):
 
     @override
     def command(self, table: int | str = 10, family: int | None = None) -> str:
-        return route_table_command(table, family)
+        try:
+            return route_table_command(table, family)
+        except ValueError as e:
+            return _refusal("facts.vrf.RouteTable", e)
 
     @override
     def process(self, output: list[str]) -> list[dict[str, Any]]:

@@ -319,10 +319,12 @@ def _ifname_problem(name: str) -> str | None:
         return f"is {len(name.encode())} characters long; Linux device names have at most 15"
     if name in (".", ".."):
         return f"{json.dumps(name)} is not allowed as a device name"
-    bad = sorted({c for c in name if c in "/:" or c.isspace() or not c.isprintable()})
+    bad = sorted({c for c in name if c in "/:%" or c.isspace() or not c.isprintable()})
     if bad:
         shown = " ".join(repr(c) for c in bad)
-        return f"contains {shown}; device names cannot contain '/', ':' or whitespace"
+        # The kernel accepts '%' but reads it as a template: `ip link add mgmt%d` creates
+        # mgmt0, a device the fleet file does not name.
+        return f"contains {shown}; device names cannot contain '/', ':', '%' or whitespace"
     return None
 
 

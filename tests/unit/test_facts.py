@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -98,7 +97,6 @@ def test_vrf_devices_from_lab() -> None:
     }
 
 
-@pytest.mark.skipif(shutil.which("pyinfra") is None, reason="pyinfra CLI not installed")
 def test_cli_fact_json_on_local_host() -> None:
     # End to end through pyinfra's own CLI and @local connector on this machine.
     result = subprocess.run(
@@ -127,3 +125,28 @@ def test_cli_fact_json_on_local_host() -> None:
     assert "net.ipv6.conf.lo.keep_addr_on_down" in state["sysctls"]
     routes = data["facts.vrf.RouteTable (table=main)"]["@local"]
     assert all(r["table"] == 254 for r in routes)
+
+
+def test_cli_fact_with_a_bad_argument_says_why_without_a_traceback() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "pyinfra", "@local", "fact", "facts.vrf.RouteTable", "table=mgmt"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+    out = result.stdout + result.stderr
+    assert "facts.vrf.RouteTable: not a routing table" in out and "'mgmt'" in out
+    assert "Traceback" not in out
+
+
+@pytest.mark.parametrize(
+    ("fact", "kwargs"),
+    [(RouteTable, {"table": "mgmt; touch /tmp/pwned"}), (VrfHostState, {"paths": "rel'ative"})],
+)
+def test_refused_arguments_run_nothing_but_a_message(fact: type, kwargs: dict[str, str]) -> None:
+    command = fact().command(**kwargs)
+    result = subprocess.run(["sh", "-c", command], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert result.stdout == "" and fact.name in result.stderr

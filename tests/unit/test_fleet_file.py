@@ -215,6 +215,13 @@ ERROR_CASES: list[tuple[str, Callable[[str], str], str, str, int]] = [
         1,
     ),
     (
+        "vrf-name-with-percent",
+        edit("vrfs.mgmt0]", 'vrfs."mgmt%d"]'),
+        'vrfs."mgmt%d"',
+        "contains '%'",
+        1,
+    ),
+    (
         "vrf-name-with-space",
         edit("vrfs.mgmt0]", 'vrfs."mgmt 0"]'),
         'vrfs."mgmt 0"',
