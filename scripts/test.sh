@@ -6,5 +6,5 @@ cd "$(dirname "$0")/.."
 sh scripts/setup.sh
 python3 -m ruff format --check .
 python3 -m ruff check .
-python3 -m mypy mgmt_vrf facts operations lab bench inventory.py deploy.py mgmt_vrf_report.py
+python3 -m mypy .
 exec python3 -m pytest --durations=25 "$@"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from ipaddress import ip_address, ip_interface
+from typing import Literal
 
 from mgmt_vrf import paths
 from mgmt_vrf.hoststate import (
@@ -159,7 +160,8 @@ def converged_state(spec: HostSpec | None = None, backend: str = "networkmanager
         RouteEntry(4, table, "203.0.113.0/24", dev="eth2", protocol="kernel"),
     ]
     for route in vrf.routes:
-        routes.append(RouteEntry(route.family, table, str(route.to), gateway=str(route.via)))
+        family: Literal[4, 6] = 4 if route.family == 4 else 6
+        routes.append(RouteEntry(family, table, str(route.to), gateway=str(route.via)))
     return replace(
         state,
         links=links,

@@ -4,8 +4,10 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+from pyinfra.api import FactBase
 from pyinfra.api.exceptions import FactProcessError
 from pyinfra_cli.prints import jsonify
 from pyinfra_cli.util import json_encode
@@ -145,8 +147,10 @@ def test_cli_fact_with_a_bad_argument_says_why_without_a_traceback() -> None:
     ("fact", "kwargs"),
     [(RouteTable, {"table": "mgmt; touch /tmp/pwned"}), (VrfHostState, {"paths": "rel'ative"})],
 )
-def test_refused_arguments_run_nothing_but_a_message(fact: type, kwargs: dict[str, str]) -> None:
+def test_refused_arguments_run_nothing_but_a_message(
+    fact: type[FactBase[Any]], kwargs: dict[str, str]
+) -> None:
     command = fact().command(**kwargs)
-    result = subprocess.run(["sh", "-c", command], capture_output=True, text=True, timeout=30)
+    result = subprocess.run(["sh", "-c", str(command)], capture_output=True, text=True, timeout=30)
     assert result.returncode == 2
     assert result.stdout == "" and fact.name in result.stderr

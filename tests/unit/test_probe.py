@@ -43,7 +43,7 @@ def fixture_lines(name: str) -> list[str]:
     return (PROBE / name).read_text().splitlines()
 
 
-def probe(*sections: tuple[str, str | list | None], end: bool = True) -> list[str]:
+def probe(*sections: tuple[str, str | list | dict | None], end: bool = True) -> list[str]:
     """Build probe output by hand: (marker text, body) pairs, body as JSON value or raw text."""
     lines = ["", f"{MARKER} begin 1"]
     for marker, body in sections:
@@ -101,8 +101,8 @@ def test_hostile_paths_stay_literal(tmp_path: Path) -> None:
     assert not list(work.iterdir()), "the command expanded something into a file"
     assert not (tmp_path / "pwned").exists()
     state = parse_probe_output(result.stdout.splitlines())
-    for path, content in files.items():
-        assert state.file(path).content == content
+    for name, content in files.items():
+        assert state.file(name).content == content
     assert state.file(str(empty)).exists and state.file(str(empty)).content == b""
     assert not state.file(str(missing)).exists
     assert str(missing) in state.files
