@@ -55,8 +55,12 @@ def _has(text: str) -> str:
 
 
 def _without_dev(dev: str) -> str:
-    # A space is appended so a line ending in "dev eth0" matches like one that goes on.
-    return f"sed 's/$/ /' | grep -vF -- {_q(f' dev {dev} ')}"
+    """Filter for `ip -o route show` lines: drop routes through `dev` and multipath routes.
+
+    A multipath default (its nexthops on one line with -o) is the operator's design, never a
+    stray; the plan leaves it alone too. A space is appended so a line ending in "dev eth0"
+    matches like one that goes on."""
+    return f"grep -v nexthop | sed 's/$/ /' | grep -vF -- {_q(f' dev {dev} ')}"
 
 
 def _fam(family: int) -> str:
@@ -149,6 +153,10 @@ def _stray_main_defaults(spec: HostSpec, family: int) -> Callable[[HostState], l
         found = []
         for route in state.routes_in(MAIN_TABLE, family):
             if not route.is_default or route.type != "unicast":
+                continue
+            if route.dev is None:
+                # Multipath: its nexthops carry the devices. An operator's ECMP default,
+                # not a leftover of a port; the service default step may replace it.
                 continue
             if route.dev in ports or (service is not None and route.dev != service.name):
                 found.append(route)
@@ -312,7 +320,7 @@ def _stray_main_default_steps(spec: HostSpec) -> list[Step]:
         loop_devs = ports
         if service is not None:
             check_cmd = (
-                f"ip {_fam(family)} route show table main exact {_any_default(family)} "
+                f"ip -o {_fam(family)} route show table main exact {_any_default(family)} "
                 f"2>/dev/null | {_without_dev(service.name)} | grep -q ."
             )
         else:
@@ -331,7 +339,7 @@ def _stray_main_default_steps(spec: HostSpec) -> list[Step]:
         if service is not None:
             # Defaults through any other non-service device: remove them one by one.
             repair += (
-                f"ip {_fam(family)} route show table main exact {_any_default(family)} "
+                f"ip -o {_fam(family)} route show table main exact {_any_default(family)} "
                 f"2>/dev/null | {_without_dev(service.name)} | "
                 f"while read -r line; do ip {_fam(family)} route del $line table main; done",
             )
