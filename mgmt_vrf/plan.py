@@ -15,7 +15,14 @@ from . import paths, render
 from .commands import Argv, to_shell
 from .hoststate import HostState
 from .model import HostSpec
-from .steps import Step, commands_for, present_steps, teardown_steps
+from .steps import (
+    Step,
+    after_teardown,
+    commands_for,
+    present_steps,
+    replaced_vrfs,
+    teardown_steps,
+)
 
 MODE_KEYFILE = "0600"  # NetworkManager ignores keyfiles readable by others
 MODE_CONFIG = "0644"
@@ -288,7 +295,12 @@ def plan(spec: HostSpec, state: HostState) -> Plan:
     changes += _step_changes(sysctl_steps, state)
     changes += files
     changes += _service_changes(spec, state, profiles_changed, units_changed)
-    changes += _step_changes(network_steps, state)
+    # A renamed VRF goes first, so its successor can take its port and table; what follows
+    # is planned from the state that teardown leaves.
+    replaced = replaced_vrfs(spec)
+    changes += _step_changes(teardown_steps(spec, replaced), state)
+    changes += _step_changes(network_steps, after_teardown(spec, replaced, state))
     # Last: tearing a VRF down ends every session that came in through it.
-    changes += _step_changes(teardown_steps(spec), state)
+    others = [vrf for vrf in spec.absent_vrfs if vrf not in replaced]
+    changes += _step_changes(teardown_steps(spec, others), state)
     return Plan(spec.name, backend, tuple(changes))

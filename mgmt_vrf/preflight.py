@@ -51,9 +51,11 @@ def host_problems(spec: HostSpec, state: HostState) -> list[str]:
                     f"({master.kind or 'unknown kind'}); release it there first, we only move "
                     "ports between VRFs"
                 )
+    leaving = {vrf.name for vrf in spec.absent_vrfs}
     for name, link in state.vrf_links.items():
         owner = owned_tables.get(link.vrf_table or -1)
-        if owner is not None and owner != name:
+        # A VRF marked absent gives its table up before the new one is built (a rename).
+        if owner is not None and owner != name and name not in leaving:
             problems.append(
                 f"{where}: vrfs.{owner}.table: table {link.vrf_table} already belongs to VRF "
                 f"{name} on the host; pick another table or mark {name} absent in the fleet file"

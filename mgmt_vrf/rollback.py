@@ -69,6 +69,8 @@ def _restored_route(route: RouteEntry, ports: Iterable[str], tables: Iterable[in
         # Connected routes come back when the port rejoins its VRF.
         return route.protocol != "kernel"
     if route.table == MAIN_TABLE:
+        if route.is_default and route.dev is None:
+            return False  # multipath: never deleted above
         return route.protocol != "kernel" and (route.is_default or route.dev in set(ports))
     return False
 
@@ -146,7 +148,13 @@ def _runtime_lines(spec: HostSpec, before: HostState) -> list[str]:
         "# The main table's defaults exactly as they were (the deploy adds and deletes some)."
     )
     for family in (4, 6):
-        lines.append(f"while ip -{family} route del default table main; do :; done 2>/dev/null")
+        # Each single-path default by its own words; a multipath default (nexthops on its
+        # line with -o) is the operator's, untouched by the deploy and so by this.
+        lines.append(
+            f"ip -o -{family} route show table main exact {'0.0.0.0/0' if family == 4 else '::/0'}"
+            f" | grep -v nexthop | while read -r line; do ip -{family} route del $line table main;"
+            " done"
+        )
     for route in before.routes:
         if _restored_route(route, ports, tables):
             lines.append(_route_add(route))

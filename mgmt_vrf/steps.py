@@ -16,8 +16,8 @@ VRF ports, the enslaving of ports, and last the VRF tables' own routes.
 from __future__ import annotations
 
 import shlex
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
 from ipaddress import IPv4Interface, IPv6Interface, ip_network
 
 from .commands import Argv, to_shell
@@ -539,10 +539,51 @@ def present_steps(spec: HostSpec) -> list[Step]:
     return steps
 
 
-def teardown_steps(spec: HostSpec) -> list[Step]:
-    """Remove VRFs marked absent: release ports (addresses stay), delete device, empty table."""
+def replaced_vrfs(spec: HostSpec) -> tuple[Vrf, ...]:
+    """Absent VRFs whose port or table a present VRF takes over (a renamed VRF).
+
+    They must be torn down before the present VRFs are built, not after: the other way round,
+    the teardown would release the port the new VRF has just taken."""
+    ports = {p for vrf in spec.present_vrfs for p in vrf.ports}
+    tables = {vrf.table for vrf in spec.present_vrfs}
+    return tuple(
+        vrf for vrf in spec.absent_vrfs if vrf.table in tables or ports.intersection(vrf.ports)
+    )
+
+
+def after_teardown(spec: HostSpec, vrfs: Iterable[Vrf], state: HostState) -> HostState:
+    """The host as the kernel leaves it once ``vrfs`` are torn down, for planning what follows.
+
+    Releasing a port cycles it, which drops every route through it; deleting the VRF device
+    drops the routes through the device; a table no present VRF uses is flushed."""
+    links = dict(state.links)
+    gone: set[str] = set()
+    flushed: set[int] = set()
+    kept_tables = {v.table for v in spec.present_vrfs}
+    for vrf in vrfs:
+        if vrf.name in links and links[vrf.name].is_vrf:
+            gone.add(vrf.name)
+            del links[vrf.name]
+        for name, link in list(links.items()):
+            if link.master == vrf.name:
+                gone.add(name)
+                iface = spec.interface(name)
+                declared = tuple(a for a in (iface.ipv4, iface.ipv6) if a) if iface else ()
+                addresses = tuple(dict.fromkeys((*link.addresses, *declared)))
+                links[name] = replace(link, master=None, addresses=addresses)
+        if vrf.table not in kept_tables:
+            flushed.add(vrf.table)
+    routes = tuple(r for r in state.routes if r.dev not in gone and r.table not in flushed)
+    return replace(state, links=links, routes=routes)
+
+
+def teardown_steps(spec: HostSpec, vrfs: Iterable[Vrf] | None = None) -> list[Step]:
+    """Remove VRFs marked absent: release ports (addresses stay), delete device, empty table.
+
+    ``vrfs``: only these absent VRFs (default: all of them)."""
     steps: list[Step] = []
-    for vrf in spec.absent_vrfs:
+    kept_tables = {v.table for v in spec.present_vrfs}
+    for vrf in spec.absent_vrfs if vrfs is None else vrfs:
         for port_name in vrf.ports:
             port = spec.interface(port_name)
             steps.append(
@@ -582,6 +623,9 @@ def teardown_steps(spec: HostSpec) -> list[Step]:
                 shell_check="true",
             )
         )
+        if vrf.table in kept_tables:
+            # A present VRF uses this table now: its own steps keep the table's content.
+            continue
         for family in (4, 6):
             steps.append(
                 Step(

@@ -149,8 +149,8 @@ def converged_state(spec: HostSpec | None = None, backend: str = "networkmanager
     }
     state = clean_state()
     links = dict(state.links)
-    links["mgmt0"] = Link("mgmt0", 5, kind="vrf", vrf_table=vrf.table, up=True)
-    links["eth2"] = replace(links["eth2"], master="mgmt0")
+    links[vrf.name] = Link(vrf.name, 5, kind="vrf", vrf_table=vrf.table, up=True)
+    links["eth2"] = replace(links["eth2"], master=vrf.name)
     table = vrf.table
     routes = [r for r in state.routes if r.dev != "eth2"] + [
         RouteEntry(4, table, "default", gateway=MGMT_GW4, dev="eth2"),
@@ -172,6 +172,6 @@ def converged_state(spec: HostSpec | None = None, backend: str = "networkmanager
             "net.ipv6.conf.eth2.keep_addr_on_down": "1",
         },
         files=files,
-        profiles=(Profile(paths.ifcfg("eth2"), "eth2", "eth2", vrf="mgmt0"),),
+        profiles=(Profile(paths.ifcfg("eth2"), "eth2", "eth2", vrf=vrf.name),),
         unit_enabled=True,
     )

@@ -15,6 +15,7 @@ import pytest
 
 from mgmt_vrf.plan import RunCommand, plan
 from mgmt_vrf.probe import parse_probe_output, probe_command
+from mgmt_vrf.rollback import rollback_script
 from mgmt_vrf.steps import present_steps
 
 from .builders import SERVICE_GW4, seed_spec
@@ -105,3 +106,33 @@ def test_boot_script_check_and_repair_keep_multipath_and_service_defaults(host: 
     assert "metric 200" not in left
     assert f"default via {SERVICE_GW4} dev eth0 metric 100" in left
     assert "nexthop via 203.0.113.1 dev eth2" in left
+
+
+def test_rollback_puts_back_exactly_the_main_defaults_and_leaves_multipath(host: None) -> None:
+    probe = in_ns(probe_command([], []))
+    before = parse_probe_output(probe.stdout.splitlines())
+    snapshot = defaults()
+    spec = seed_spec()
+    script = rollback_script(spec, before, plan(spec, before))
+    lines = [
+        line
+        for line in script.splitlines()
+        if line.startswith("ip -o -4 route show table main")
+        or (line.startswith("ip -4 route add") and " table 254" in line)
+    ]
+    assert len(lines) == 3, lines  # delete the single-path ones, add back the two there were
+    # What a change could have done: the stray deleted, another default added.
+    assert (
+        ip(
+            "route", "del", "default", "via", "203.0.113.1", "dev", "eth2", "metric", "200"
+        ).returncode
+        == 0
+    )
+    assert (
+        ip("route", "add", "default", "via", SERVICE_GW4, "dev", "eth0", "metric", "300").returncode
+        == 0
+    )
+    for line in lines:
+        r = in_ns(line)
+        assert r.returncode == 0, (line, r.stderr)
+    assert defaults() == snapshot

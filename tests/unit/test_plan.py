@@ -8,8 +8,9 @@ import pytest
 
 from mgmt_vrf import paths
 from mgmt_vrf.hoststate import MAIN_TABLE, FileState, HostState, Link, NetworkManager, RouteEntry
-from mgmt_vrf.model import UNREACHABLE_METRIC
-from mgmt_vrf.plan import Plan, RemoveFile, RunCommand, WriteFile, plan
+from mgmt_vrf.model import UNREACHABLE_METRIC, HostSpec
+from mgmt_vrf.plan import Plan, RemoveFile, RunCommand, WriteFile, desired_files, plan
+from mgmt_vrf.preflight import host_problems
 
 from .builders import (
     BLOG_VRF_PROFILE,
@@ -331,3 +332,81 @@ def test_nothing_is_reloaded_where_nothing_runs() -> None:
 
 def test_hoststate_file_defaults_to_missing() -> None:
     assert not HostState().file("/nope").exists
+
+
+def renamed(table: int = 10) -> HostSpec:
+    """mgmt0 (on the host) renamed oob0: the old one marked absent, eth2 moves over."""
+    spec = seed_spec()
+    old = replace(spec.vrfs[0], state="absent")
+    return replace(spec, vrfs=(old, replace(spec.vrfs[0], name="oob0", table=table)))
+
+
+def runtime(result: Plan) -> list[str]:
+    return [c.shell for c in result.changes if isinstance(c, RunCommand) and c.argv[0] == "ip"]
+
+
+def test_renamed_vrf_on_the_same_table_gives_up_port_and_table_first() -> None:
+    result = plan(renamed(), converged_state())
+    assert runtime(result) == [
+        "ip link set dev eth2 nomaster",
+        f"ip -4 addr replace {ETH2_V4} dev eth2",
+        f"ip -6 addr replace {ETH2_V6} dev eth2",
+        "ip link del dev mgmt0",
+        # No flush: table 10 is oob0's now. Its unreachable guards stay through the
+        # change; the routes through eth2 went with the port's release and come back.
+        "ip link add dev oob0 type vrf table 10",
+        "ip link set dev oob0 up",
+        "ip link set dev eth2 master oob0",
+        # As for any port that joins a VRF: up and addressed inside it.
+        "ip link set dev eth2 up",
+        f"ip -4 addr replace {ETH2_V4} dev eth2",
+        f"ip -6 addr replace {ETH2_V6} dev eth2",
+        f"ip -4 route replace default via {MGMT_GW4} table 10",
+        f"ip -6 route replace default via {MGMT_GW6} table 10",
+    ]
+    written = {c.path for c in result.changes if isinstance(c, WriteFile)}
+    removed = {c.path for c in result.changes if isinstance(c, RemoveFile)}
+    assert paths.keyfile("oob0") in written and paths.keyfile("mgmt0") in removed
+
+
+def test_renamed_vrf_on_a_new_table_flushes_the_old_one_before_building() -> None:
+    result = plan(renamed(table=20), converged_state())
+    steps = runtime(result)
+    assert steps[:6] == [
+        "ip link set dev eth2 nomaster",
+        f"ip -4 addr replace {ETH2_V4} dev eth2",
+        f"ip -6 addr replace {ETH2_V6} dev eth2",
+        "ip link del dev mgmt0",
+        "ip -4 route flush table 10",
+        "ip -6 route flush table 10",
+    ]
+    assert steps[6:9] == [
+        "ip link add dev oob0 type vrf table 20",
+        "ip link set dev oob0 up",
+        f"ip -4 route replace unreachable default metric {U} table 20",
+    ]
+    assert "ip link set dev eth2 master oob0" in steps
+    assert steps.count("ip link set dev eth2 nomaster") == 1
+
+
+def test_renamed_vrf_is_converged_once_done() -> None:
+    spec = renamed()
+    done = converged_state(replace(spec, vrfs=(spec.vrfs[1],)))
+    files = {
+        path: FileState(path, desired[0].encode() if desired else None)
+        for path, desired in desired_files(spec, "networkmanager").items()
+    }
+    done = replace(done, files={**done.files, **files})
+    # Nothing to tear down any more, and table 10 (oob0's) is never flushed.
+    assert plan(spec, done).converged, summary(plan(spec, done))
+
+
+def test_preflight_lets_a_rename_take_the_absent_vrfs_table() -> None:
+    assert host_problems(renamed(), converged_state()) == []
+    # Without the old VRF marked absent, the table clash is still refused.
+    spec = renamed()
+    clash = replace(spec, vrfs=(spec.vrfs[1],))
+    assert any(
+        "table 10 already belongs to VRF mgmt0" in p
+        for p in host_problems(clash, converged_state())
+    )

@@ -54,7 +54,10 @@ def test_clean_host_gets_its_vrf_deleted_and_defaults_and_sysctls_back() -> None
     assert "ip addr replace 203.0.113.10/24 dev eth2" in lines
     assert "ip addr replace 2001:db8:1::10/64 dev eth2" in lines
     # All main defaults go, then exactly the old ones come back.
-    flush = lines.index("while ip -4 route del default table main; do :; done")
+    flush = lines.index(
+        "ip -o -4 route show table main exact 0.0.0.0/0 | grep -v nexthop | "
+        "while read -r line; do ip -4 route del $line table main; done"
+    )
     readd = lines.index(
         f"ip -4 route add default via {SERVICE_GW4} dev eth0 metric 100 table {MAIN_TABLE}"
     )
