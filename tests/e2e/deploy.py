@@ -73,12 +73,22 @@ def planned_commands(run: subprocess.CompletedProcess[str], host: str) -> list[s
     ]
 
 
-def fact(fleet: Path, host: str, name: str, *args: str) -> Any:
-    run = pyinfra(fleet, "fact", f"facts.vrf.{name}", *args, "--json", hosts=[host], timeout=300)
+def facts(fleet: Path, host: str, *queries: tuple[str, ...]) -> list[Any]:
+    """Several facts in one pyinfra run (one start, one connection): each query is the
+    fact's name and its arguments, ("RouteTable", "table=10")."""
+    words = [w for name, *args in queries for w in (f"facts.vrf.{name}", *args)]
+    run = pyinfra(fleet, "fact", *words, "--json", hosts=[host], timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
-    # The key is the fact's name with its arguments: `facts.vrf.RouteTable (table=10)`.
-    (by_host,) = json.loads(run.stdout).values()
-    return by_host[host]
+    # Keyed by name and arguments (`facts.vrf.RouteTable (table=10)`), in the order asked;
+    # a fact that failed is left out, so the count is checked.
+    by_fact = list(json.loads(run.stdout).values())
+    assert len(by_fact) == len(queries), run.stderr[-3000:]
+    return [by_host[host] for by_host in by_fact]
+
+
+def fact(fleet: Path, host: str, name: str, *args: str) -> Any:
+    (value,) = facts(fleet, host, (name, *args))
+    return value
 
 
 def defaults(lab: Lab, host: str, family: int, table: str) -> list[tuple[str, str | None]]:
@@ -94,12 +104,9 @@ def ssh_banner(lab: Lab, host: str, address: str) -> str:
 
 def assert_converged(lab: Lab, fleet: Path, host: str) -> None:
     """Facts and traffic both say: management through the VRF, services through main."""
-    assert fact(fleet, host, "VrfDevices") == {
-        "mgmt0": {"table": 10, "up": True, "ports": ["eth2"]}
-    }
-    table10 = {
-        (r["family"], r["type"], r["gateway"]) for r in fact(fleet, host, "RouteTable", "table=10")
-    }
+    devices, routes = facts(fleet, host, ("VrfDevices",), ("RouteTable", "table=10"))
+    assert devices == {"mgmt0": {"table": 10, "up": True, "ports": ["eth2"]}}
+    table10 = {(r["family"], r["type"], r["gateway"]) for r in routes}
     assert {(4, "unicast", MGMT_GW4), (6, "unicast", MGMT_GW6)} <= table10
     assert {(4, "unreachable", None), (6, "unreachable", None)} <= table10
 

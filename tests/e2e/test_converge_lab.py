@@ -31,6 +31,7 @@ from .deploy import (
     converge_in_background,
     defaults,
     fact,
+    facts,
     planned_commands,
     pyinfra,
     results,
@@ -196,10 +197,9 @@ def test_dry_run_shows_the_diff_of_an_edited_file(
 
 def test_fact_queries_through_the_cli(fleet: Path, converged: list[str]) -> None:
     host = converged[0]
-    state = fact(fleet, host, "VrfHostState")
+    state, table = facts(fleet, host, ("VrfHostState",), ("RouteTable", "table=main"))
     assert state["links"]["mgmt0"]["vrf_table"] == 10
     assert state["links"]["eth2"]["master"] == "mgmt0"
-    table = fact(fleet, host, "RouteTable", "table=main")
     assert {(r["family"], r["gateway"]) for r in table if r["dst"] == "default"} == {
         (4, SVC_GW4),
         (6, SVC_GW6),
@@ -252,7 +252,7 @@ def test_state_absent_tears_the_vrf_down(
     assert results(converge(absent, [host])) == (0, 0, 1)
 
 
-def test_two_vrfs_on_one_host(lab: Lab, fleet: Path, tmp_path: Path) -> None:
+def test_two_vrfs_survive_reboot_and_one_is_renamed(lab: Lab, fleet: Path, tmp_path: Path) -> None:
     host = lab.hosts[2]
     lab.reset(host)
     two = tmp_path / "fleet.toml"
@@ -282,6 +282,32 @@ gateway6 = "2001:db8:52::1"
     lab.reboot(host)
     assert results(converge(two, [host])) == (0, 0, 1)
     assert lab.ssh(host, "ip vrf exec acc0 ping -c1 -W3 192.0.2.1").returncode == 0
+
+    # Rename the management VRF in place: mgmt0 marked absent, oob0 takes its port and
+    # table. The controller's own session comes in through that port.
+    renamed = tmp_path / "renamed.toml"
+    renamed.write_text(
+        two.read_text().replace(
+            f"[hosts.{host}.vrfs.mgmt0]\n", f'[hosts.{host}.vrfs.mgmt0]\nstate = "absent"\n'
+        )
+        + f"""
+[hosts.{host}.vrfs.oob0]
+table = 10
+ports = ["eth2"]
+gateway4 = "{MGMT_GW4}"
+gateway6 = "{MGMT_GW6}"
+"""
+    )
+    run = converge(renamed, [host])
+    assert run.returncode == 0, (run.stdout + run.stderr)[-4000:]
+    assert results(run) == (1, 0, 0)
+    assert fact(renamed, host, "VrfDevices") == {
+        "acc0": {"table": 20, "up": True, "ports": ["eth1"]},
+        "oob0": {"table": 10, "up": True, "ports": ["eth2"]},
+    }
+    assert defaults(lab, host, 4, "10") == [("unicast", MGMT_GW4), ("unreachable", None)]
+    assert lab.ssh(host, f"ip vrf exec oob0 ping -c1 -W3 {MGMT_GW4}").returncode == 0
+    assert results(converge(renamed, [host])) == (0, 0, 1)
 
 
 def test_unreachable_host_fails_the_run_and_the_others_converge(lab: Lab, fleet: Path) -> None:
