@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Literal
 
 import pytest
 
@@ -169,13 +170,20 @@ def test_deleted_vrf_default_is_the_only_repair(
     assert commands(plan(seed_spec(), replace(state, routes=routes))) == [expected]
 
 
-def test_wrong_vrf_gateway_is_deleted_before_the_right_one_is_added() -> None:
+@pytest.mark.parametrize(
+    ("family", "right", "wrong", "metric"),
+    [(4, MGMT_GW4, "203.0.113.99", None), (6, MGMT_GW6, "2001:db8:1::99", 1024)],
+)
+def test_wrong_vrf_gateway_is_deleted_before_the_right_one_is_added(
+    family: Literal[4, 6], right: str, wrong: str, metric: int | None
+) -> None:
     state = converged_state()
-    routes = tuple(r for r in state.routes if not (r.table == 10 and r.gateway == MGMT_GW4))
-    routes += (RouteEntry(4, 10, "default", gateway="203.0.113.99", dev="eth2"),)
+    routes = tuple(r for r in state.routes if not (r.table == 10 and r.gateway == right))
+    routes += (RouteEntry(family, 10, "default", gateway=wrong, dev="eth2", metric=metric),)
+    at = f" metric {metric}" if metric else ""
     assert commands(plan(seed_spec(), replace(state, routes=routes))) == [
-        "ip -4 route del default via 203.0.113.99 dev eth2 table 10",
-        f"ip -4 route replace default via {MGMT_GW4} table 10",
+        f"ip -{family} route del default via {wrong} dev eth2{at} table 10",
+        f"ip -{family} route replace default via {right} table 10",
     ]
 
 
