@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from ipaddress import ip_address
 from typing import Literal
 
 import pytest
 
 from mgmt_vrf import paths
 from mgmt_vrf.hoststate import MAIN_TABLE, FileState, HostState, Link, NetworkManager, RouteEntry
-from mgmt_vrf.model import UNREACHABLE_METRIC, HostSpec
+from mgmt_vrf.model import UNREACHABLE_METRIC, HostSpec, Vrf
 from mgmt_vrf.plan import Plan, RemoveFile, RunCommand, WriteFile, desired_files, plan
 from mgmt_vrf.preflight import host_problems
 
@@ -82,6 +83,29 @@ def test_clean_host_full_plan_in_safe_order() -> None:
         f"ip -4 route replace default via {MGMT_GW4} table 10",
         f"ip -6 route replace default via {MGMT_GW6} table 10",
     ]
+
+
+def test_two_vrfs_from_a_clean_host() -> None:
+    spec = seed_spec()
+    acc = Vrf("acc0", 20, ("eth1",), ip_address("192.0.2.1"), ip_address("2001:db8:52::1"))
+    spec = replace(spec, vrfs=(*spec.vrfs, acc))
+    steps = summary(plan(spec, clean_state()))
+    for vrf, table, port in (("mgmt0", 10, "eth2"), ("acc0", 20, "eth1")):
+        assert f"write {paths.keyfile(vrf)}" in steps
+        assert f"write {paths.ifcfg(port)}" in steps
+        assert f"sysctl -q -w net/ipv6/conf/{port}/keep_addr_on_down=1" in steps
+        add = steps.index(f"ip link add dev {vrf} type vrf table {table}")
+        assert add < steps.index(f"ip link set dev {port} master {vrf}")
+        assert f"ip -4 route replace unreachable default metric {U} table {table}" in steps
+    assert "ip -4 route replace default via 192.0.2.1 table 20" in steps
+    assert "ip -6 route replace default via 2001:db8:52::1 table 20" in steps
+    # One drop-in, one script and one unit serve both VRFs.
+    assert steps.count(f"write {paths.SYSCTL_DROPIN}") == 1
+    assert steps.count(f"write {paths.CONVERGE_SCRIPT}") == 1
+    # Both ports move only after both VRFs exist and are guarded.
+    last_guard = max(i for i, s in enumerate(steps) if "unreachable" in s)
+    first_move = min(i for i, s in enumerate(steps) if " master " in s)
+    assert last_guard < first_move
 
 
 def test_blog_broken_host_drops_second_profile_and_stray_defaults() -> None:
