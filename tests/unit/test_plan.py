@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from ipaddress import ip_address
+from ipaddress import IPv4Address, IPv6Address
 from typing import Literal
 
 import pytest
@@ -87,7 +87,7 @@ def test_clean_host_full_plan_in_safe_order() -> None:
 
 def test_two_vrfs_from_a_clean_host() -> None:
     spec = seed_spec()
-    acc = Vrf("acc0", 20, ("eth1",), ip_address("192.0.2.1"), ip_address("2001:db8:52::1"))
+    acc = Vrf("acc0", 20, ("eth1",), IPv4Address("192.0.2.1"), IPv6Address("2001:db8:52::1"))
     spec = replace(spec, vrfs=(*spec.vrfs, acc))
     steps = summary(plan(spec, clean_state()))
     for vrf, table, port in (("mgmt0", 10, "eth2"), ("acc0", 20, "eth1")):
