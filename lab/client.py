@@ -52,7 +52,7 @@ def _record_hosts(run: Path, hosts: int) -> None:
 
 
 def down() -> bool:
-    stopped = vm.stop()
+    stopped = vm.stop()  # ends the shared ssh connections too
     run = run_dir()
     if run.exists():
         for p in run.iterdir():
@@ -100,9 +100,11 @@ def check_host(name: str) -> int:
     return index
 
 
-def ssh_argv(name: str, command: list[str] | str | None = None, tty: bool = False) -> list[str]:
+def ssh_argv(
+    name: str, command: list[str] | str | None = None, tty: bool = False, mux: Path | None = None
+) -> list[str]:
     index = check_host(name)
-    argv = ["ssh", *vm.ssh_options(run_dir()), "-p", str(t.host_port(index))]
+    argv = ["ssh", *vm.ssh_options(run_dir()), *vm.mux_options(mux), "-p", str(t.host_port(index))]
     if tty:
         argv.append("-t")
     argv.append("root@127.0.0.1")
@@ -119,7 +121,21 @@ def _join(command: list[str]) -> str:
 def ssh(
     name: str, command: list[str] | str, timeout: float | None = 60, input: str | None = None
 ) -> subprocess.CompletedProcess[str]:
-    argv = ssh_argv(name, command)
+    """Runs a command on a host over ssh, through one shared connection per host."""
+    index = check_host(name)
+    run = run_dir()
+    sock = vm.shared_connection(run, name, t.host_port(index))
+    result = _run_ssh(ssh_argv(name, command, mux=sock), timeout, input)
+    if result.returncode == 255 and sock is not None and not sock.exists():
+        # The shared connection died under this command (the host's network changed
+        # beneath it): once more on a connection of its own.
+        result = _run_ssh(ssh_argv(name, command), timeout, input)
+    return result
+
+
+def _run_ssh(
+    argv: list[str], timeout: float | None, input: str | None
+) -> subprocess.CompletedProcess[str]:
     try:
         return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, input=input)
     except subprocess.TimeoutExpired as e:
@@ -146,16 +162,19 @@ def vm_command(
 
 def reboot(name: str) -> None:
     check_host(name)
+    vm.close_shared(run_dir(), name)
     vm.agent("reboot", name)
 
 
 def reset(name: str) -> None:
     check_host(name)
+    vm.close_shared(run_dir(), name)
     vm.agent("reset", name)
 
 
 def seed_broken(name: str) -> None:
     check_host(name)
+    vm.close_shared(run_dir(), name)
     vm.agent("seed-broken", name)
 
 
@@ -163,6 +182,7 @@ def cut(name: str, when: str | None = None, within: float = 300) -> None:
     """Break the controller's path to the host; with `when`, only once that absolute path
     exists on the host (the call blocks until then, or fails after `within` seconds)."""
     check_host(name)
+    vm.close_shared(run_dir(), name)
     if when is None:
         vm.agent("cut", name)
     else:
@@ -171,6 +191,7 @@ def cut(name: str, when: str | None = None, within: float = 300) -> None:
 
 def heal(name: str) -> None:
     check_host(name)
+    vm.close_shared(run_dir(), name)
     vm.agent("heal", name)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import shlex
@@ -175,6 +176,7 @@ def wait_ready(state: VmState, timeout: float) -> None:
         r = vm_run(
             "test -e /run/lab-vm/ready || { cat /run/lab-vm/failed 2>/dev/null; exit 3; }",
             timeout=30,
+            shared=False,
         )
         if r.returncode == 0:
             return
@@ -186,11 +188,81 @@ def wait_ready(state: VmState, timeout: float) -> None:
     )
 
 
+def _socket(run: Path, name: str) -> Path | None:
+    path = run / f"{name}.sock"
+    # A Unix socket path holds at most 107 bytes; from a deeper run directory, no sharing.
+    return path if len(str(path)) < 100 else None
+
+
+def _master_alive(sock: Path) -> bool:
+    r = subprocess.run(
+        ["ssh", "-S", str(sock), "-O", "check", "root@127.0.0.1"],
+        capture_output=True,
+        timeout=10,
+    )
+    return r.returncode == 0
+
+
+def shared_connection(run: Path, name: str, port: int) -> Path | None:
+    """The control socket of one long-lived ssh connection to 127.0.0.1:port, started on
+    first use; None: connect directly.
+
+    Under emulation each new ssh connection costs the VM a second or more (key exchange,
+    sshd's re-exec); one connection can carry many commands. Whoever cuts or reboots what
+    is behind the port closes the connection first (close_shared)."""
+    sock = _socket(run, name)
+    if sock is None:
+        return None
+    if sock.exists() and _master_alive(sock):
+        return sock
+    with open(run / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if sock.exists() and _master_alive(sock):
+            return sock
+        sock.unlink(missing_ok=True)
+        argv = [
+            "ssh", *ssh_options(run), "-p", str(port),
+            "-M", "-S", str(sock), "-o", "ControlPersist=yes", "-f", "-N", "root@127.0.0.1",
+        ]  # fmt: skip
+        # The master outlives this call: it must not hold our pipes, or run() never returns.
+        with open(run / "shared-ssh.log", "a") as log:
+            try:
+                r = subprocess.run(
+                    argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, timeout=60
+                )
+            except subprocess.TimeoutExpired:
+                return None
+    return sock if r.returncode == 0 and sock.exists() else None
+
+
+def mux_options(sock: Path | None) -> list[str]:
+    return ["-S", str(sock), "-o", "ControlMaster=no"] if sock else []
+
+
+def close_shared(run: Path, name: str | None = None) -> None:
+    """Ends the shared connection `name`, or all of them."""
+    socks = [run / f"{name}.sock"] if name else sorted(run.glob("*.sock"))
+    for sock in socks:
+        if sock.exists():
+            subprocess.run(
+                ["ssh", "-S", str(sock), "-O", "exit", "root@127.0.0.1"],
+                capture_output=True,
+                timeout=10,
+            )
+            sock.unlink(missing_ok=True)
+
+
 def vm_run(
-    command: str, timeout: float | None = None, input: str | None = None
+    command: str, timeout: float | None = None, input: str | None = None, shared: bool = True
 ) -> subprocess.CompletedProcess[str]:
+    """Runs a shell command in the VM's root namespace; ``shared=False`` while it boots."""
     run = run_dir()
-    argv = ["ssh", *ssh_options(run), "-p", str(t.control_port()), "root@127.0.0.1", command]
+    # The VM's own control path is never cut or rebooted: one connection serves all.
+    sock = shared_connection(run, "control", t.control_port()) if shared else None
+    argv = [
+        "ssh", *ssh_options(run), *mux_options(sock), "-p", str(t.control_port()),
+        "root@127.0.0.1", command,
+    ]  # fmt: skip
     try:
         return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, input=input)
     except subprocess.TimeoutExpired as e:
@@ -209,6 +281,7 @@ def agent(*args: str, timeout: float = 300) -> str:
 
 def stop() -> bool:
     run = run_dir()
+    close_shared(run)
     try:
         pid = int((run / "qemu.pid").read_text())
     except (OSError, ValueError):
