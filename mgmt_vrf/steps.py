@@ -373,15 +373,22 @@ def commands_for(step: Step, state: HostState) -> tuple[Argv, ...]:
     return step.commands
 
 
-def _vrf_device_steps(vrf: Vrf) -> list[Step]:
+def _vrf_device_steps(vrf: Vrf, tables_in_use: frozenset[int] = frozenset()) -> list[Step]:
     name, table = vrf.name, str(vrf.table)
     device_ok = vrf_device_ok(vrf)
 
     def recreate(state: HostState) -> tuple[Argv, ...]:
         cmds: tuple[Argv, ...] = ()
-        if vrf.name in state.links:
+        link = state.links.get(vrf.name)
+        if link is not None:
             # NetworkManager and the kernel cannot change a VRF's table in place.
             cmds += (("ip", "link", "del", "dev", name),)
+            old = link.vrf_table
+            if link.is_vrf and old is not None and old not in tables_in_use:
+                # The old table would keep its unreachable guards and static routes.
+                cmds += tuple(
+                    ("ip", _fam(family), "route", "flush", "table", str(old)) for family in (4, 6)
+                )
         return cmds + (("ip", "link", "add", "dev", name, "type", "vrf", "table", table),)
 
     steps: list[Step] = [
@@ -526,8 +533,9 @@ def present_steps(spec: HostSpec) -> list[Step]:
     for key, value in {**l3mdev_sysctls(spec), **port_sysctls(spec)}.items():
         steps.append(_sysctl_step(key, value))
     steps += _main_default_steps(spec)
+    tables = frozenset(v.table for v in spec.present_vrfs)
     for vrf in spec.present_vrfs:
-        steps += _vrf_device_steps(vrf)
+        steps += _vrf_device_steps(vrf, tables)
     steps += _stray_main_default_steps(spec)
     for vrf in spec.present_vrfs:
         for port_name in vrf.ports:

@@ -153,6 +153,8 @@ def test_wrong_table_recreates_the_vrf_and_reenslaves() -> None:
     result = plan(seed_spec(), replace(state, links=links))
     assert commands(result) == [
         "ip link del dev mgmt0",
+        "ip -4 route flush table 11",
+        "ip -6 route flush table 11",
         "ip link add dev mgmt0 type vrf table 10",
         "ip link set dev mgmt0 up",
         "ip link set dev eth2 master mgmt0",
