@@ -3,6 +3,10 @@
     python -m mgmt_vrf_report                  # one line per host, then totals
     python -m mgmt_vrf_report --json           # for monitoring
     python -m mgmt_vrf_report --limit lab1     # some hosts (names, groups or globs)
+    python -m mgmt_vrf_report --parallel 10    # at most 10 hosts at once (default: all)
+
+A host whose ssh connection fails is tried once more after the others: it is reported
+unreachable only if that fails too.
 
 Exit status: 0 every host converged, 1 some host drifted, 2 a host was unreachable, refused
 or failed (or the fleet file is broken). The inventory is inventory.py (the fleet file of
@@ -138,8 +142,10 @@ def _guarded(state: State, host: Host) -> drift.HostReport:
                 host.disconnect()
 
 
-def run(inventory_file: str, limits: Sequence[str]) -> list[drift.HostReport]:
-    config = Config()
+def run(
+    inventory_file: str, limits: Sequence[str], parallel: int = 0
+) -> list[drift.HostReport]:
+    config = Config(PARALLEL=parallel) if parallel else Config()
     ctx_config.set(config)
     state = State()
     ctx_state.set(state)  # pyinfra's inventory loader records the file it runs in the state
@@ -151,6 +157,16 @@ def run(inventory_file: str, limits: Sequence[str]) -> list[drift.HostReport]:
     state.init(inventory, config)
     for host in hosts:
         state.activate_host(host)
+    reports = _check_all(state, hosts)
+    # A burst of handshakes can time out on hosts that are fine (their sshd or the path is
+    # busy): a host is called unreachable only if a second try, after the burst, fails too.
+    again = [i for i, report in enumerate(reports) if report.status == "unreachable"]
+    for i, report in zip(again, _check_all(state, [hosts[i] for i in again]), strict=True):
+        reports[i] = report
+    return reports
+
+
+def _check_all(state: State, hosts: Sequence[Host]) -> list[drift.HostReport]:
     jobs = [state.pool.spawn(_guarded, state, host) for host in hosts]
     gevent.joinall(jobs)
     return [job.get() for job in jobs]
@@ -170,12 +186,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=str(_ROOT / "inventory.py"),
         help="pyinfra inventory file (default: this project's inventory.py)",
     )
+    parser.add_argument(
+        "--parallel",
+        type=int,
+        default=0,
+        metavar="N",
+        help="hosts read at once (default: all, as pyinfra does)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="show pyinfra's own log")
     args = parser.parse_args(argv)
+    if args.parallel < 0:
+        _give_up(f"--parallel {args.parallel}: give a number of hosts, 0 for all")
 
     # pyinfra logs every failed connection at length; the report's line per host says it once.
     logging.basicConfig(level=logging.INFO if args.verbose else logging.CRITICAL, stream=sys.stderr)
-    reports = run(args.inventory, args.limit)
+    reports = run(args.inventory, args.limit, args.parallel)
     if args.json:
         print(json.dumps(drift.render_json(reports), indent=2))
     else:

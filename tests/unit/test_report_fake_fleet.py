@@ -95,3 +95,46 @@ def test_a_broken_fleet_file_is_an_error_before_any_host(tmp_path: Path) -> None
     assert result.returncode == 2
     assert "no host was contacted" in result.stderr
     assert "vrfs.m.table: 254 is reserved" in result.stderr
+
+
+RETRY_DRIVER = """
+import json, sys
+import mgmt_vrf_report as report
+from mgmt_vrf import drift
+
+tries = {}
+real = report.check_host
+
+def flaky(state, host):
+    tries[host.name] = tries.get(host.name, 0) + 1
+    # One host's first handshake fails, another host never answers.
+    if host.name == HOSTS[0] and tries[host.name] == 1 or host.name == HOSTS[1]:
+        return drift.unreachable(host.name, "no ssh connection: SSH error (No existing session)")
+    return real(state, host)
+
+report.check_host = flaky
+reports = report.run("tests/fake_fleet/inventory.py", [], parallel=5)
+print(json.dumps({"tries": tries, "status": {r.host: r.status for r in reports}}))
+"""
+
+
+def test_a_failed_handshake_is_tried_again_before_unreachable(tmp_path: Path) -> None:
+    fleet = tmp_path / "fleet.toml"
+    fleet.write_text(_fleet_toml())
+    env = {**os.environ, "FAKE_FLEET": str(fleet), "FAKE_PROBE_OUTPUT": str(BROKEN)}
+    names = [f"@fake/{h}" for h in HOSTS[:3]]
+    driver = f"HOSTS = {names[:2]!r}\n" + RETRY_DRIVER
+    run = subprocess.run(
+        [sys.executable, "-c", driver],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(run.stdout.splitlines()[-1])
+    assert result["tries"][names[0]] == 2 and result["tries"][names[1]] == 2
+    assert result["tries"][names[2]] == 1
+    assert result["status"][names[0]] == "drifted"  # the second try read it
+    assert result["status"][names[1]] == "unreachable"
