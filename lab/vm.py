@@ -272,7 +272,8 @@ def vm_run(
 
 
 def agent(*args: str, timeout: float = 300) -> str:
-    command = "python3 -B " + shlex.join([str(GUEST_DIR / "agent.py"), *args])
+    # The VM's own interpreter, as at its boot (vminit.sh), not whatever PATH finds first.
+    command = "/usr/bin/python3 -B " + shlex.join([str(GUEST_DIR / "agent.py"), *args])
     r = vm_run(command, timeout=timeout)
     if r.returncode != 0:
         raise LabError((r.stderr.strip() or r.stdout.strip()) or f"lab VM command failed: {args}")

@@ -247,6 +247,10 @@ def start_control_sshd(run: Path) -> None:
     (etc / "host_key").chmod(0o600)
     write(Path("/root/.ssh/authorized_keys"), (run / "id_ed25519.pub").read_text(), 0o600)
     Path("/root/.ssh").chmod(0o700)
+    # The VM's root is this machine's, under an overlay: bash would source the controller's
+    # own ~/.bashrc (pyenv and the like) for every command sent over ssh, seconds each under
+    # emulation. The overlay's copy is the VM's alone.
+    write(Path("/root/.bashrc"), "# lab VM root namespace: no shell setup\n")
     Path("/run/sshd").mkdir(exist_ok=True)
     subprocess.Popen(
         [
