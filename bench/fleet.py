@@ -202,9 +202,12 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
             samples["first"].append(measure("first", hosts, fleet, args, logs / "first.log"))
             _progress(size, samples["first"][-1])
             # The floor is measured in the same rounds as the runs it is compared with, on
-            # the same converged hosts, so a change of load hits both alike.
+            # the same converged hosts, so a change of load hits both alike. Each round
+            # starts one later in the order, so no run always follows the same other one.
+            kinds = ("floor", "nochange", "dry", "report")
             for i in range(1, args.repeat + 1):
-                for kind in ("floor", "nochange", "dry", "report"):
+                shift = (i - 1) % len(kinds)
+                for kind in kinds[shift:] + kinds[:shift]:
                     m = measure(kind, hosts, fleet, args, logs / f"{kind}-{i}.log")
                     samples[kind].append(m)
                     _progress(size, m)
