@@ -142,9 +142,7 @@ def _guarded(state: State, host: Host) -> drift.HostReport:
                 host.disconnect()
 
 
-def run(
-    inventory_file: str, limits: Sequence[str], parallel: int = 0
-) -> list[drift.HostReport]:
+def run(inventory_file: str, limits: Sequence[str], parallel: int = 0) -> list[drift.HostReport]:
     config = Config(PARALLEL=parallel) if parallel else Config()
     ctx_config.set(config)
     state = State()

@@ -101,10 +101,12 @@ def check_host(name: str) -> int:
 
 
 def ssh_argv(
-    name: str, command: list[str] | str | None = None, tty: bool = False, mux: Path | None = None
+    name: str, command: list[str] | str | None = None, tty: bool = False, shared: bool = False
 ) -> list[str]:
     index = check_host(name)
-    argv = ["ssh", *vm.ssh_options(run_dir()), *vm.mux_options(mux), "-p", str(t.host_port(index))]
+    run = run_dir()
+    share = vm.shared_options(run, name) if shared else []
+    argv = ["ssh", *vm.ssh_options(run), *share, "-p", str(t.host_port(index))]
     if tty:
         argv.append("-t")
     argv.append("root@127.0.0.1")
@@ -122,26 +124,25 @@ def ssh(
     name: str, command: list[str] | str, timeout: float | None = 60, input: str | None = None
 ) -> subprocess.CompletedProcess[str]:
     """Runs a command on a host over ssh, through one shared connection per host."""
-    index = check_host(name)
     run = run_dir()
-    sock = vm.shared_connection(run, name, t.host_port(index))
-    result = _run_ssh(ssh_argv(name, command, mux=sock), timeout, input)
-    if result.returncode == 255 and sock is not None and not sock.exists():
+    had = vm.has_shared(run, name)
+    result = vm.run_ssh(ssh_argv(name, command, shared=True), timeout, input)
+    if result.returncode == 255 and had and not vm.has_shared(run, name):
         # The shared connection died under this command (the host's network changed
         # beneath it): once more on a connection of its own.
-        result = _run_ssh(ssh_argv(name, command), timeout, input)
+        result = vm.run_ssh(ssh_argv(name, command), timeout, input)
     return result
 
 
-def _run_ssh(
-    argv: list[str], timeout: float | None, input: str | None
-) -> subprocess.CompletedProcess[str]:
-    try:
-        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, input=input)
-    except subprocess.TimeoutExpired as e:
-        return subprocess.CompletedProcess(
-            argv, 255, stdout="", stderr=f"ssh timed out after {e.timeout}s"
-        )
+def new_connections(names: list[str] | None = None) -> None:
+    """The next command to these hosts (default: all) opens a new ssh connection.
+
+    A connection opened before a host's network changed keeps the routing it began with
+    (one from before a VRF existed answers through the main table); a test that looks at
+    where a session's packets go wants a session from after the change."""
+    run = run_dir()
+    for name in names if names is not None else host_names():
+        vm.close_shared(run, name)
 
 
 def gw(

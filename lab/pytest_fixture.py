@@ -72,6 +72,10 @@ class Lab:
             }
         return out
 
+    def new_connection(self, host: str) -> None:
+        """The next command opens a new ssh session (one from after a network change)."""
+        client.new_connections([host])
+
     def reboot(self, host: str) -> None:
         client.reboot(host)
 

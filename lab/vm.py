@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import shlex
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -194,49 +194,50 @@ def _socket(run: Path, name: str) -> Path | None:
     return path if len(str(path)) < 100 else None
 
 
-def _master_alive(sock: Path) -> bool:
-    r = subprocess.run(
-        ["ssh", "-S", str(sock), "-O", "check", "root@127.0.0.1"],
-        capture_output=True,
-        timeout=10,
-    )
-    return r.returncode == 0
-
-
-def shared_connection(run: Path, name: str, port: int) -> Path | None:
-    """The control socket of one long-lived ssh connection to 127.0.0.1:port, started on
-    first use; None: connect directly.
+def shared_options(run: Path, name: str) -> list[str]:
+    """ssh options that share one long-lived connection per name: the first command opens it
+    and leaves it running (ControlPersist), the next ones ride on it.
 
     Under emulation each new ssh connection costs the VM a second or more (key exchange,
-    sshd's re-exec); one connection can carry many commands. Whoever cuts or reboots what
-    is behind the port closes the connection first (close_shared)."""
+    sshd's re-exec). Whoever cuts or reboots what is behind the connection closes it first
+    (close_shared); run_ssh() keeps its stderr off a pipe the connection would hold open."""
     sock = _socket(run, name)
     if sock is None:
-        return None
-    if sock.exists() and _master_alive(sock):
-        return sock
-    with open(run / f"{name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if sock.exists() and _master_alive(sock):
-            return sock
-        sock.unlink(missing_ok=True)
-        argv = [
-            "ssh", *ssh_options(run), "-p", str(port),
-            "-M", "-S", str(sock), "-o", "ControlPersist=yes", "-f", "-N", "root@127.0.0.1",
-        ]  # fmt: skip
-        # The master outlives this call: it must not hold our pipes, or run() never returns.
-        with open(run / "shared-ssh.log", "a") as log:
-            try:
-                r = subprocess.run(
-                    argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, timeout=60
-                )
-            except subprocess.TimeoutExpired:
-                return None
-    return sock if r.returncode == 0 and sock.exists() else None
+        return []
+    return ["-o", "ControlMaster=auto", "-o", f"ControlPath={sock}", "-o", "ControlPersist=yes"]
 
 
-def mux_options(sock: Path | None) -> list[str]:
-    return ["-S", str(sock), "-o", "ControlMaster=no"] if sock else []
+def run_ssh(
+    argv: list[str], timeout: float | None = None, input: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    # A shared connection opened by this call outlives it and keeps the stderr it was given:
+    # a pipe there would never reach end of file. A file does not care.
+    with tempfile.TemporaryFile() as err:
+        try:
+            r = subprocess.run(
+                argv,
+                stdout=subprocess.PIPE,
+                stderr=err,
+                stdin=subprocess.DEVNULL if input is None else None,
+                input=None if input is None else input.encode(),
+                timeout=timeout,
+            )
+        except subprocess.TimeoutExpired as e:
+            return subprocess.CompletedProcess(
+                argv, 255, stdout="", stderr=f"ssh timed out after {e.timeout}s"
+            )
+        err.seek(0)
+        return subprocess.CompletedProcess(
+            argv,
+            r.returncode,
+            stdout=r.stdout.decode(errors="replace"),
+            stderr=err.read().decode(errors="replace"),
+        )
+
+
+def has_shared(run: Path, name: str) -> bool:
+    sock = _socket(run, name)
+    return sock is not None and sock.exists()
 
 
 def close_shared(run: Path, name: str | None = None) -> None:
@@ -245,7 +246,7 @@ def close_shared(run: Path, name: str | None = None) -> None:
     for sock in socks:
         if sock.exists():
             subprocess.run(
-                ["ssh", "-S", str(sock), "-O", "exit", "root@127.0.0.1"],
+                ["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "root@127.0.0.1"],
                 capture_output=True,
                 timeout=10,
             )
@@ -258,17 +259,11 @@ def vm_run(
     """Runs a shell command in the VM's root namespace; ``shared=False`` while it boots."""
     run = run_dir()
     # The VM's own control path is never cut or rebooted: one connection serves all.
-    sock = shared_connection(run, "control", t.control_port()) if shared else None
+    share = shared_options(run, "control") if shared else []
     argv = [
-        "ssh", *ssh_options(run), *mux_options(sock), "-p", str(t.control_port()),
-        "root@127.0.0.1", command,
+        "ssh", *ssh_options(run), *share, "-p", str(t.control_port()), "root@127.0.0.1", command
     ]  # fmt: skip
-    try:
-        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, input=input)
-    except subprocess.TimeoutExpired as e:
-        return subprocess.CompletedProcess(
-            argv, 255, stdout="", stderr=f"timed out after {e.timeout}s"
-        )
+    return run_ssh(argv, timeout, input)
 
 
 def agent(*args: str, timeout: float = 300) -> str:

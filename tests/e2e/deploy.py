@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from lab import client
 from lab.pytest_fixture import Lab
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -25,14 +26,18 @@ def pyinfra(
 ) -> subprocess.CompletedProcess[str]:
     limits = [arg for host in hosts or [] for arg in ("--limit", host)]
     env = {**os.environ, "MGMT_VRF_FLEET": str(fleet)}
-    return subprocess.run(
-        [sys.executable, "-m", "pyinfra", "inventory.py", *args, *limits],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    try:
+        return subprocess.run(
+            [sys.executable, "-m", "pyinfra", "inventory.py", *args, *limits],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+    finally:
+        # The run may have changed the hosts' network: the harness reconnects after it.
+        client.new_connections(hosts)
 
 
 def converge_in_background(fleet: Path, hosts: list[str]) -> subprocess.Popen[str]:

@@ -230,6 +230,8 @@ def test_vrf_with_right_gateway_answers_through_eth2(lab: Lab) -> None:
     try:
         lab.check(host, DETACH.format(script=json.dumps(script)))
         time.sleep(4)
+        # A session from after the change: the one from before keeps the main table's route.
+        lab.new_connection(host)
         before = lab.counters(host)
         lab.check(host, "head -c 300000 /dev/urandom | base64")
         after = lab.counters(host)
