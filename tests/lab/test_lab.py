@@ -166,7 +166,12 @@ def test_hosts_run_systemd_with_transient_timers(lab: Lab) -> None:
     assert state == "running", lab.check(host, "systemctl --failed --no-legend")
     assert lab.check(host, "cat /proc/1/comm").strip() == "systemd"
     try:
-        lab.check(host, "systemd-run --quiet --on-active=2 touch /var/lib/lab-timer-fired")
+        # AccuracySec: by default systemd may fire a timer up to a minute late.
+        lab.check(
+            host,
+            "systemd-run --quiet --on-active=2 --timer-property=AccuracySec=100ms "
+            "touch /var/lib/lab-timer-fired",
+        )
         deadline = time.monotonic() + 30
         while lab.ssh(host, "test -e /var/lib/lab-timer-fired").returncode != 0:
             assert time.monotonic() < deadline, "transient timer did not fire"
