@@ -44,10 +44,16 @@ class RouteEntry:
     dev: str | None = None
     metric: int | None = None
     protocol: str | None = None
+    # A multipath route has no gateway or device of its own: its nexthops' gateways.
+    nexthop_gateways: tuple[str, ...] = ()
 
     @property
     def is_default(self) -> bool:
         return self.dst == "default"
+
+    @property
+    def is_multipath(self) -> bool:
+        return self.type == "unicast" and self.dev is None and self.gateway is None
 
     def same_dst(self, dst: str) -> bool:
         """Compare destinations the way the kernel does (0.0.0.0/0 is default)."""

@@ -195,21 +195,29 @@ def _route_sections(families: Sequence[int] = (4, 6), table: str = "all") -> lis
     return out
 
 
+SYSCTL_ROOT = "/proc/sys/"
+
+
 def _sysctl_section(ports: Sequence[str]) -> list[str]:
-    names = list(L3MDEV_SYSCTLS)
-    paths = ["/proc/sys/" + name.replace(".", "/") for name in names]
-    for port in ports:
-        names.append(f"net.ipv6.conf.{port}.keep_addr_on_down")
-        paths.append(f"/proc/sys/net/ipv6/conf/{port}/keep_addr_on_down")
-    out = [_marker("sysctl")]
-    for name, path in zip(names, paths, strict=True):
-        out.append(
-            # /proc/sys answers a byte-wise read with its value and no newline, so read
-            # fails even when it got the value: the value decides.
-            f'mv_v=; read -r mv_v 2>/dev/null < {shlex.quote(path)}; [ -n "$mv_v" ] && '
-            f"printf '%s=%s\\n' {shlex.quote(name)} \"$mv_v\""
-        )
-    return out
+    paths = [SYSCTL_ROOT + name.replace(".", "/") for name in L3MDEV_SYSCTLS]
+    paths += [f"{SYSCTL_ROOT}net/ipv6/conf/{port}/keep_addr_on_down" for port in ports]
+    # One grep for all of them prints PATH:VALUE lines (a missing one, such as an absent
+    # port's, prints nothing). Not the read builtin: dash reads /proc/sys a byte at a time
+    # and gets only the first one ("-" for -1).
+    quoted = " ".join(shlex.quote(p) for p in paths)
+    return [_marker("sysctl"), f"grep -H '' {quoted} 2>/dev/null"]
+
+
+def _sysctl_line(line: str) -> tuple[str, str] | None:
+    """(dotted name, value) from `PATH:VALUE` (grep -H) or `name=value` (older probes)."""
+    if line.startswith(SYSCTL_ROOT):
+        path, sep, value = line.partition(":")
+        if not sep:
+            return None
+        # Slashes part the levels; a dot in a device name (eth2.100) stays a dot.
+        return path[len(SYSCTL_ROOT) :].replace("/", "."), value.strip()
+    key, sep, value = line.rpartition("=")
+    return (key.strip(), value.strip()) if sep and key else None
 
 
 def _file_sections(paths: Sequence[str]) -> list[str]:
@@ -472,6 +480,12 @@ def _parse_route(
     via = obj.get("via")
     if gateway is None and isinstance(via, dict):
         gateway = via.get("host")
+    hops = obj.get("nexthops")
+    nexthop_gateways = tuple(
+        h["gateway"]
+        for h in (hops if isinstance(hops, list) else [])
+        if isinstance(h, dict) and isinstance(h.get("gateway"), str)
+    )
     return RouteEntry(
         family=family,
         table=table,
@@ -481,6 +495,7 @@ def _parse_route(
         dev=obj.get("dev") if isinstance(obj.get("dev"), str) else None,
         metric=_to_int(obj.get("metric")),
         protocol=_enum_name(obj.get("protocol"), _ROUTE_PROTOCOLS),
+        nexthop_gateways=nexthop_gateways,
     )
 
 
@@ -693,9 +708,9 @@ def parse_probe_output(lines: Iterable[str]) -> HostState:
     sysctls: dict[str, str] = {}
     for section in by_name.get("sysctl", ()):
         for line in section.lines:
-            key, sep, value = line.rpartition("=")
-            if sep and key:
-                sysctls[key.strip()] = value.strip()
+            pair = _sysctl_line(line)
+            if pair is not None:
+                sysctls[pair[0]] = pair[1]
 
     files: dict[str, FileState] = {}
     for section in sections:

@@ -19,7 +19,7 @@ from . import paths
 from .hoststate import MAIN_TABLE, HostState, RouteEntry
 from .model import HostSpec
 from .plan import Plan, RemoveFile, RunCommand, WriteFile
-from .steps import l3mdev_sysctls, route_match_words, sysctl_slash_key
+from .steps import SELECTING_WORDS, l3mdev_sysctls, route_match_words, sysctl_slash_key
 
 # Route types the kernel derives from addresses; they come back by themselves.
 _DERIVED = frozenset({"local", "broadcast", "anycast", "multicast"})
@@ -69,8 +69,8 @@ def _restored_route(route: RouteEntry, ports: Iterable[str], tables: Iterable[in
         # Connected routes come back when the port rejoins its VRF.
         return route.protocol != "kernel"
     if route.table == MAIN_TABLE:
-        if route.is_default and route.dev is None:
-            return False  # multipath: never deleted above
+        if route.is_default and route.is_multipath:
+            return False  # never deleted above
         return route.protocol != "kernel" and (route.is_default or route.dev in set(ports))
     return False
 
@@ -152,8 +152,8 @@ def _runtime_lines(spec: HostSpec, before: HostState) -> list[str]:
         # line with -o) is the operator's, untouched by the deploy and so by this.
         lines.append(
             f"ip -o -{family} route show table main exact {'0.0.0.0/0' if family == 4 else '::/0'}"
-            f" | grep -v nexthop | while read -r line; do ip -{family} route del $line table main;"
-            " done"
+            f" | grep -v nexthop | {SELECTING_WORDS} | while read -r line; do "
+            f"ip -{family} route del $line table main; done"
         )
     for route in before.routes:
         if _restored_route(route, ports, tables):

@@ -18,7 +18,7 @@ from __future__ import annotations
 import shlex
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
-from ipaddress import IPv4Interface, IPv6Interface, ip_network
+from ipaddress import IPv4Interface, IPv6Interface, ip_address, ip_network
 
 from .commands import Argv, to_shell
 from .hoststate import MAIN_TABLE, HostState, RouteEntry
@@ -61,6 +61,16 @@ def _without_dev(dev: str) -> str:
     stray; the plan leaves it alone too. A space is appended so a line ending in "dev eth0"
     matches like one that goes on."""
     return f"grep -v nexthop | sed 's/$/ /' | grep -vF -- {_q(f' dev {dev} ')}"
+
+
+# Turns an `ip -o route show` line into the words `ip route del` takes to single it out:
+# "default" and its via, dev and metric. Flags the show prints (linkdown, dead, offload) and
+# IPv6's "expires 299sec" would make the delete fail.
+SELECTING_WORDS = (
+    'awk \'{ o = "default"; for (i = 2; i < NF; i++) '
+    'if ($i == "via" || $i == "dev" || $i == "metric") { o = o " " $i " " $(i + 1); i++ } '
+    "print o }'"
+)
 
 
 def _fam(family: int) -> str:
@@ -138,6 +148,12 @@ def _route_present(
                     return True
             elif route.same_gateway(gateway):
                 return True
+            elif (
+                gateway is not None
+                and route.is_multipath
+                and any(ip_address(h) == ip_address(gateway) for h in route.nexthop_gateways)
+            ):
+                return True  # an operator's multipath default through the gateway
         return False
 
     return holds
@@ -154,9 +170,8 @@ def _stray_main_defaults(spec: HostSpec, family: int) -> Callable[[HostState], l
         for route in state.routes_in(MAIN_TABLE, family):
             if not route.is_default or route.type != "unicast":
                 continue
-            if route.dev is None:
-                # Multipath: its nexthops carry the devices. An operator's ECMP default,
-                # not a leftover of a port; the service default step may replace it.
+            if route.is_multipath:
+                # Its nexthops carry the devices: an operator's ECMP default, not a leftover.
                 continue
             if route.dev in ports or (service is not None and route.dev != service.name):
                 found.append(route)
@@ -301,8 +316,8 @@ def _main_default_steps(spec: HostSpec) -> list[Step]:
                     ),
                 ),
                 shell_check=(
-                    f"ip {_fam(family)} route show table main exact {_any_default(family)} "
-                    f"2>/dev/null | grep -qF -- {_q(f'default via {gateway} ')}"
+                    f"ip -o {_fam(family)} route show table main exact {_any_default(family)} "
+                    f"2>/dev/null | grep -qF -- {_q(f' via {gateway} ')}"
                 ),
             )
         )
@@ -331,16 +346,19 @@ def _stray_main_default_steps(spec: HostSpec) -> list[Step]:
             )
         if not check_cmd:
             continue
+        # `ip route show dev X` leaves "dev X" out of its lines: it is added back.
         repair = tuple(
-            f"while ip {_fam(family)} route del default dev {_q(dev)} table main 2>/dev/null; "
-            "do :; done"
+            f"ip -o {_fam(family)} route show table main exact {_any_default(family)} "
+            f"dev {_q(dev)} 2>/dev/null | grep -v nexthop | {SELECTING_WORDS} | "
+            f"while read -r line; do ip {_fam(family)} route del $line dev {_q(dev)} "
+            "table main; done"
             for dev in loop_devs
         )
         if service is not None:
             # Defaults through any other non-service device: remove them one by one.
             repair += (
                 f"ip -o {_fam(family)} route show table main exact {_any_default(family)} "
-                f"2>/dev/null | {_without_dev(service.name)} | "
+                f"2>/dev/null | {_without_dev(service.name)} | {SELECTING_WORDS} | "
                 f"while read -r line; do ip {_fam(family)} route del $line table main; done",
             )
         steps.append(

@@ -132,7 +132,47 @@ def test_rollback_puts_back_exactly_the_main_defaults_and_leaves_multipath(host:
         ip("route", "add", "default", "via", SERVICE_GW4, "dev", "eth0", "metric", "300").returncode
         == 0
     )
+    # And one through a port whose link is down: `ip route show` says "linkdown".
+    assert ip("link", "set", "peer2", "down").returncode == 0
+    assert (
+        ip(
+            "route", "add", "default", "via", "203.0.113.1", "dev", "eth2", "metric", "400"
+        ).returncode
+        == 0
+    )
+    assert "linkdown" in defaults()
     for line in lines:
         r = in_ns(line)
         assert r.returncode == 0, (line, r.stderr)
+    assert ip("link", "set", "peer2", "up").returncode == 0
     assert defaults() == snapshot
+
+
+def test_boot_script_removes_a_stray_even_when_its_link_is_down(host: None) -> None:
+    # `ip route show` then prints "linkdown", a word `ip route del` refuses.
+    assert ip("link", "set", "peer2", "down").returncode == 0
+    assert "linkdown" in defaults()
+    step = _stray_step(4)
+    for line in step.repair_lines():
+        in_ns(line)
+    assert "metric 200" not in defaults()
+    assert in_ns(step.shell_check).returncode == 0
+
+
+def test_a_multipath_default_through_the_service_gateway_counts_as_the_service_default(
+    host: None,
+) -> None:
+    assert (
+        ip("route", "del", "default", "via", SERVICE_GW4, "dev", "eth0", "metric", "100").returncode
+        == 0
+    )
+    probe = in_ns(probe_command([], []))
+    state = parse_probe_output(probe.stdout.splitlines())
+    commands = [c.shell for c in plan(seed_spec(), state).changes if isinstance(c, RunCommand)]
+    assert not any(f"replace default via {SERVICE_GW4}" in c for c in commands), commands
+    (check,) = [
+        s.shell_check
+        for s in present_steps(seed_spec())
+        if s.what == f"main table lacks default via {SERVICE_GW4} dev eth0"
+    ]
+    assert in_ns(check).returncode == 0  # the boot script agrees

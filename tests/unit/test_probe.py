@@ -124,7 +124,29 @@ def test_unusable_ports_are_refused(bad: str) -> None:
 def test_port_names_are_quoted() -> None:
     command = probe_command([], ["e$(x)"])
     assert "'/proc/sys/net/ipv6/conf/e$(x)/keep_addr_on_down'" in command
-    assert "'net.ipv6.conf.e$(x).keep_addr_on_down'" in command
+
+
+@pytest.mark.parametrize("shell", ["sh", "dash", "bash"])
+def test_sysctl_values_are_read_whole(shell: str) -> None:
+    # dash's read builtin gets one byte of a /proc/sys file: 32768 would read as 3.
+    command = probe_command([], ["lo"]).replace(
+        "/proc/sys/net/ipv4/raw_l3mdev_accept", "/proc/sys/kernel/pid_max"
+    )
+    result = run_local(command, shell=shell)
+    state = parse_probe_output(result.stdout.splitlines())
+    expected = Path("/proc/sys/kernel/pid_max").read_text().strip()
+    assert len(expected) > 1
+    assert state.sysctls["kernel.pid_max"] == expected
+    assert state.sysctls["net.ipv6.conf.lo.keep_addr_on_down"] in ("-1", "0", "1")
+
+
+def test_sysctl_lines_old_and_new_forms() -> None:
+    lines = "net.ipv4.tcp_l3mdev_accept=1\n/proc/sys/net/ipv6/conf/eth2.100/keep_addr_on_down:-1"
+    state = parse_probe_output(probe(("sysctl", lines)))
+    assert state.sysctls == {
+        "net.ipv4.tcp_l3mdev_accept": "1",
+        "net.ipv6.conf.eth2.100.keep_addr_on_down": "-1",
+    }
 
 
 @pytest.mark.parametrize("shell", ["sh", "dash", "bash"])

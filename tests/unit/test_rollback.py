@@ -13,6 +13,7 @@ from mgmt_vrf import paths
 from mgmt_vrf.hoststate import MAIN_TABLE, FileState, Link, RouteEntry, RuleEntry
 from mgmt_vrf.plan import plan
 from mgmt_vrf.rollback import differences, rollback_script, touched_paths
+from mgmt_vrf.steps import SELECTING_WORDS
 
 from .builders import (
     BLOG_VRF_PROFILE,
@@ -55,8 +56,8 @@ def test_clean_host_gets_its_vrf_deleted_and_defaults_and_sysctls_back() -> None
     assert "ip addr replace 2001:db8:1::10/64 dev eth2" in lines
     # All main defaults go, then exactly the old ones come back.
     flush = lines.index(
-        "ip -o -4 route show table main exact 0.0.0.0/0 | grep -v nexthop | "
-        "while read -r line; do ip -4 route del $line table main; done"
+        f"ip -o -4 route show table main exact 0.0.0.0/0 | grep -v nexthop | {SELECTING_WORDS} "
+        "| while read -r line; do ip -4 route del $line table main; done"
     )
     readd = lines.index(
         f"ip -4 route add default via {SERVICE_GW4} dev eth0 metric 100 table {MAIN_TABLE}"
