@@ -127,9 +127,15 @@ def ssh(
     run = run_dir()
     had = vm.has_shared(run, name)
     result = vm.run_ssh(ssh_argv(name, command, shared=True), timeout, input)
-    if result.returncode == 255 and had and not vm.has_shared(run, name):
-        # The shared connection died under this command (the host's network changed
-        # beneath it): once more on a connection of its own.
+    if (
+        result.returncode == 255
+        and had
+        and not vm.has_shared(run, name)
+        and not result.stdout
+        and "mux_client_request_session" in result.stderr
+    ):
+        # The shared connection was already dead when the command asked it for a session:
+        # the command never started, so it runs once, on a connection of its own.
         result = vm.run_ssh(ssh_argv(name, command), timeout, input)
     return result
 

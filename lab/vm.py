@@ -190,8 +190,9 @@ def wait_ready(state: VmState, timeout: float) -> None:
 
 def _socket(run: Path, name: str) -> Path | None:
     path = run / f"{name}.sock"
-    # A Unix socket path holds at most 107 bytes; from a deeper run directory, no sharing.
-    return path if len(str(path)) < 100 else None
+    # A Unix socket path holds at most 107 bytes, and ssh first binds PATH.<16 random
+    # characters>; from a deeper run directory, no sharing.
+    return path if len(str(path)) <= 88 else None
 
 
 def shared_options(run: Path, name: str) -> list[str]:
@@ -218,7 +219,6 @@ def run_ssh(
                 argv,
                 stdout=subprocess.PIPE,
                 stderr=err,
-                stdin=subprocess.DEVNULL if input is None else None,
                 input=None if input is None else input.encode(),
                 timeout=timeout,
             )
@@ -245,12 +245,14 @@ def close_shared(run: Path, name: str | None = None) -> None:
     socks = [run / f"{name}.sock"] if name else sorted(run.glob("*.sock"))
     for sock in socks:
         if sock.exists():
-            subprocess.run(
-                ["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "root@127.0.0.1"],
-                capture_output=True,
-                timeout=10,
-            )
-            sock.unlink(missing_ok=True)
+            # A master that does not answer is left to die with its connection (it checks
+            # the server every 5 s); it must not stop the caller, such as `down`.
+            with contextlib.suppress(subprocess.TimeoutExpired, OSError):
+                subprocess.run(
+                    ["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "root@127.0.0.1"],
+                    capture_output=True,
+                    timeout=10,
+                )
 
 
 def vm_run(
