@@ -11,6 +11,7 @@ from .hoststate import HostState
 from .model import HostSpec
 from .paths import UNIT_NAME
 from .probe import BOOT_UNIT_WAIT
+from .steps import replaced_vrfs
 
 
 def host_problems(spec: HostSpec, state: HostState) -> list[str]:
@@ -51,11 +52,22 @@ def host_problems(spec: HostSpec, state: HostState) -> list[str]:
                     f"({master.kind or 'unknown kind'}); release it there first, we only move "
                     "ports between VRFs"
                 )
-    leaving = {vrf.name for vrf in spec.absent_vrfs}
+    # A VRF marked absent gives its table up before the new one is built (a rename), when
+    # the plan knows it does: its entry names that table.
+    leaving = {vrf.name: vrf.table for vrf in replaced_vrfs(spec)}
+    absent = {vrf.name: vrf.table for vrf in spec.absent_vrfs}
     for name, link in state.vrf_links.items():
         owner = owned_tables.get(link.vrf_table or -1)
-        # A VRF marked absent gives its table up before the new one is built (a rename).
-        if owner is not None and owner != name and name not in leaving:
+        if owner is None or owner == name or leaving.get(name) == link.vrf_table:
+            continue
+        if name in absent:
+            problems.append(
+                f"{where}: vrfs.{name}.table: {name} is marked absent but holds table "
+                f"{link.vrf_table} on the host, which vrfs.{owner} wants; its entry says "
+                f"table {absent[name]}: set it to {link.vrf_table} so {name} gives the table "
+                "up first"
+            )
+        else:
             problems.append(
                 f"{where}: vrfs.{owner}.table: table {link.vrf_table} already belongs to VRF "
                 f"{name} on the host; pick another table or mark {name} absent in the fleet file"

@@ -402,7 +402,9 @@ def _vrf_device_steps(vrf: Vrf, tables_in_use: frozenset[int] = frozenset()) -> 
             # NetworkManager and the kernel cannot change a VRF's table in place.
             cmds += (("ip", "link", "del", "dev", name),)
             old = link.vrf_table
-            if link.is_vrf and old is not None and old not in tables_in_use:
+            # Nor a table another VRF on the host uses, declared here or not.
+            others = {v.vrf_table for n, v in state.vrf_links.items() if n != vrf.name}
+            if link.is_vrf and old is not None and old not in tables_in_use | others:
                 # The old table would keep its unreachable guards and static routes.
                 cmds += tuple(
                     ("ip", _fam(family), "route", "flush", "table", str(old)) for family in (4, 6)

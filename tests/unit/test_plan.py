@@ -444,3 +444,11 @@ def test_preflight_lets_a_rename_take_the_absent_vrfs_table() -> None:
         "table 10 already belongs to VRF mgmt0" in p
         for p in host_problems(clash, converged_state())
     )
+
+
+def test_preflight_refuses_a_rename_whose_old_entry_names_another_table() -> None:
+    spec = renamed()
+    old = replace(spec.vrfs[0], table=11, ports=("eth1",))
+    spec = replace(spec, vrfs=(old, spec.vrfs[1]))
+    problems = host_problems(spec, converged_state())
+    assert any("vrfs.mgmt0.table: mgmt0 is marked absent but holds table 10" in p for p in problems)
