@@ -39,7 +39,7 @@ def _refusal(fact: str, error: ValueError) -> str:
     # An exception raised here would reach the user as a greenlet traceback: pyinfra gives
     # facts no way to refuse their arguments. A command that only prints why and fails shows
     # the message as the host's fact error instead; it changes nothing there.
-    return f"echo {shlex.quote(f'{fact}: {error}')} >&2; exit 2"
+    return f"printf '%s\\n' {shlex.quote(f'{fact}: {error}')} >&2; exit 2"
 
 
 def _parse(output: list[str]) -> HostState:

@@ -148,7 +148,9 @@ def _host_section() -> list[str]:
     scripts_glob = shlex.quote(NETWORK_SCRIPTS) + "/*"
     return [
         _marker("host"),
-        '[ -r /etc/os-release ] && while IFS= read -r mv_l; do case "$mv_l" in '
+        # `|| [ -n ]`: a last line without its newline counts too.
+        '[ -r /etc/os-release ] && while IFS= read -r mv_l || [ -n "$mv_l" ]; do '
+        'case "$mv_l" in '
         "ID=*|VERSION_ID=*) printf '%s\\n' \"$mv_l\";; esac; done < /etc/os-release",
         "printf 'iproute2=%s\\n' \"$(ip -V 2>/dev/null)\"",
         "if [ -d /run/systemd/system ]; then echo systemd=1; else echo systemd=0; fi",
