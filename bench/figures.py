@@ -30,8 +30,9 @@ FIRST_COMMANDS = 6
 
 def command(kind: str, parallel: int) -> list[str]:
     """The command of a run, as a user types it from the checkout root."""
-    # The same --parallel for every pyinfra run, so their ratios compare like with like.
-    pyinfra = ["pyinfra", "-y", *(["--parallel", str(parallel)] if parallel else [])]
+    # The same --parallel for every run, so their ratios compare like with like.
+    width = ["--parallel", str(parallel)] if parallel else []
+    pyinfra = ["pyinfra", "-y", *width]
     if kind == "floor":
         return [*pyinfra, "inventory.py", "exec", "--", "true"]
     if kind in ("first", "nochange"):
@@ -40,7 +41,7 @@ def command(kind: str, parallel: int) -> list[str]:
         # Without -y: -y skips change detection, which is what a dry run is for.
         return [pyinfra[0], "--dry", *pyinfra[2:], "inventory.py", "deploy.py"]
     if kind == "report":
-        return ["python", "-m", "mgmt_vrf_report"]
+        return ["python", "-m", "mgmt_vrf_report", *width]
     raise ValueError(f"unknown run {kind!r}")
 
 

@@ -110,7 +110,8 @@ def test_commands_are_the_users_commands() -> None:
     assert figures.command("dry", 5) == [
         "pyinfra", "--dry", "--parallel", "5", "inventory.py", "deploy.py",
     ]  # fmt: skip
-    assert figures.command("report", 10) == ["python", "-m", "mgmt_vrf_report"]
+    assert figures.command("report", 10) == ["python", "-m", "mgmt_vrf_report", "--parallel", "10"]
+    assert figures.command("report", 0) == ["python", "-m", "mgmt_vrf_report"]
 
 
 def test_fleet_subset_keeps_defaults_and_the_chosen_hosts_whole() -> None:
