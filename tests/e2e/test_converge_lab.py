@@ -252,19 +252,23 @@ def test_state_absent_tears_the_vrf_down(
     assert results(converge(absent, [host])) == (0, 0, 1)
 
 
+def vrf_entry(host: str, name: str, table: int, port: str, gateway4: str, gateway6: str) -> str:
+    """A fleet-file VRF section for one host, to append to the lab's fleet file."""
+    return f"""
+[hosts.{host}.vrfs.{name}]
+table = {table}
+ports = ["{port}"]
+gateway4 = "{gateway4}"
+gateway6 = "{gateway6}"
+"""
+
+
 def test_two_vrfs_survive_reboot_and_one_is_renamed(lab: Lab, fleet: Path, tmp_path: Path) -> None:
     host = lab.hosts[2]
     lab.reset(host)
     two = tmp_path / "fleet.toml"
     two.write_text(
-        fleet.read_text()
-        + f"""
-[hosts.{host}.vrfs.acc0]
-table = 20
-ports = ["eth1"]
-gateway4 = "192.0.2.1"
-gateway6 = "2001:db8:52::1"
-"""
+        fleet.read_text() + vrf_entry(host, "acc0", 20, "eth1", "192.0.2.1", "2001:db8:52::1")
     )
     run = converge(two, [host])
     assert run.returncode == 0, (run.stdout + run.stderr)[-4000:]
@@ -290,13 +294,7 @@ gateway6 = "2001:db8:52::1"
         two.read_text().replace(
             f"[hosts.{host}.vrfs.mgmt0]\n", f'[hosts.{host}.vrfs.mgmt0]\nstate = "absent"\n'
         )
-        + f"""
-[hosts.{host}.vrfs.oob0]
-table = 10
-ports = ["eth2"]
-gateway4 = "{MGMT_GW4}"
-gateway6 = "{MGMT_GW6}"
-"""
+        + vrf_entry(host, "oob0", 10, "eth2", MGMT_GW4, MGMT_GW6)
     )
     run = converge(renamed, [host])
     assert run.returncode == 0, (run.stdout + run.stderr)[-4000:]

@@ -16,7 +16,7 @@ import pytest
 from mgmt_vrf.plan import RunCommand, plan
 from mgmt_vrf.probe import parse_probe_output, probe_command
 from mgmt_vrf.rollback import rollback_script
-from mgmt_vrf.steps import present_steps
+from mgmt_vrf.steps import Step, present_steps
 
 from .builders import SERVICE_GW4, seed_spec
 
@@ -65,7 +65,7 @@ def host() -> Iterator[None]:
         subprocess.run(["ip", "netns", "del", NS], capture_output=True)
 
 
-def _stray_step(family: int):  # type: ignore[no-untyped-def]
+def _stray_step(family: int) -> Step:
     (step,) = [
         s
         for s in present_steps(seed_spec())

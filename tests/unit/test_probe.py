@@ -171,15 +171,23 @@ def test_command_exits_zero_here(shell: str, tmp_path: Path) -> None:
     assert state.probe_warnings == ()
 
 
-def test_command_works_with_minimal_environment(tmp_path: Path) -> None:
-    result = subprocess.run(
+SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def run_probe_with_path(path: str) -> subprocess.CompletedProcess[str]:
+    """The full probe under sh with only ``path`` to find programs (stand-ins first)."""
+    return subprocess.run(
         ["sh", "-c", probe_command([], [])],
-        env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+        env={"PATH": path},
         capture_output=True,
         text=True,
         timeout=60,
         stdin=subprocess.DEVNULL,
     )
+
+
+def test_command_works_with_minimal_environment(tmp_path: Path) -> None:
+    result = run_probe_with_path(SYSTEM_PATH)
     assert result.returncode == 0
     parse_probe_output(result.stdout.splitlines())
 
@@ -194,14 +202,7 @@ def test_probe_waits_for_the_boot_unit_to_finish(tmp_path: Path) -> None:
         'if [ "$n" -lt 2 ]; then echo activating; else echo active; fi\n'
     )
     fake.chmod(0o755)
-    result = subprocess.run(
-        ["sh", "-c", probe_command([], [])],
-        env={"PATH": f"{tmp_path}:/usr/sbin:/usr/bin:/sbin:/bin"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-    )
+    result = run_probe_with_path(f"{tmp_path}:{SYSTEM_PATH}")
     assert result.returncode == 0, result.stderr
     # Two waits and the query that ended them, which the host section then reports.
     assert count.read_text().strip() == "3"
@@ -214,14 +215,7 @@ def test_one_systemctl_query_tells_both_units(tmp_path: Path) -> None:
     fake = tmp_path / "systemctl"
     fake.write_text(f'#!/bin/sh\necho "$*" >> {calls}\necho active\necho active\n')
     fake.chmod(0o755)
-    result = subprocess.run(
-        ["sh", "-c", probe_command([], [])],
-        env={"PATH": f"{tmp_path}:/usr/sbin:/usr/bin:/sbin:/bin"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-    )
+    result = run_probe_with_path(f"{tmp_path}:{SYSTEM_PATH}")
     assert result.returncode == 0, result.stderr
     assert calls.read_text() == "is-active mgmt-vrf.service NetworkManager.service\n"
     state = parse_probe_output(result.stdout.splitlines())
