@@ -95,6 +95,14 @@ def init_mode(hosts: int = 0) -> str:
     return mode
 
 
+def cgroup_mode() -> str:
+    """v2 (unified, AlmaLinux 9's default) or v1 (legacy hierarchies, AlmaLinux 8's default)."""
+    mode = os.environ.get("LAB_CGROUP", "v2")
+    if mode not in ("v1", "v2"):
+        raise LabError(f"LAB_CGROUP={mode!r}: use 'v2' (default) or 'v1'")
+    return mode
+
+
 def memory_mib(hosts: int) -> int:
     # Measured: about 25 MiB per host (sshd, hostboot, overlay) plus the VM's own base.
     return max(1024, 768 + 40 * hosts)
@@ -120,6 +128,7 @@ def start(hosts: int, max_hosts: int) -> VmState:
                 "max_hosts": max_hosts,
                 "base_port": t.base_port(),
                 "init": init_mode(hosts),
+                "cgroup": cgroup_mode(),
             }
         )
         + "\n"
@@ -129,7 +138,10 @@ def start(hosts: int, max_hosts: int) -> VmState:
         f"user,id=n0,restrict=on,ipv6=off,net={t.SLIRP_NET},host={t.CONTROLLER4},"
         f"dhcpstart={t.VM4},{fwd}"
     )
-    append = f"console=ttyS0 quiet panic=-1 lab.init={GUEST_DIR / 'vminit.sh'} lab.run={run}"
+    append = (
+        f"console=ttyS0 quiet panic=-1 lab.init={GUEST_DIR / 'vminit.sh'} lab.run={run} "
+        f"lab.cgroup={cgroup_mode()}"
+    )
     argv = [
         QEMU, "-accel", "tcg,thread=multi", "-cpu", "max", "-smp", str(min(2, os.cpu_count() or 1)),
         "-m", str(memory_mib(max_hosts)), "-nographic", "-no-reboot", "-monitor", "none",

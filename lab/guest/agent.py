@@ -22,10 +22,14 @@ from lab.guest import blog  # noqa: E402
 
 STATE = Path("/.lab/state")
 GUEST = Path(__file__).resolve().parent
-CGROUP = Path("/sys/fs/cgroup/lab")
+# The agent's own cgroup2 tree (cgroup.kill, cgroup.events); on a v1 boot it is mounted
+# aside, where the hosts' systemd does not look for it.
+CGROUP2 = {"v1": Path("/run/lab-cgroup2/lab"), "v2": Path("/sys/fs/cgroup/lab")}
+# On a v1 boot each host's systemd manages its own subtree of the named systemd hierarchy.
+SYSTEMD_V1 = Path("/sys/fs/cgroup/systemd/lab")
 # "systemd": each host boots Debian's systemd in a systemd-nspawn container;
 # "runner": hostboot.py stands in for it (lighter, for very large labs).
-MODE = {"init": "systemd"}
+MODE = {"init": "systemd", "cgroup": "v2"}
 LAB_NETWORK_UNIT = f"""[Unit]
 Description=Lab network bring-up (stands in for NetworkManager)
 DefaultDependencies=no
@@ -82,6 +86,10 @@ MODULES = (
     "nft_ct",
     "nft_redir",
 )
+
+
+def cgroup_dir() -> Path:
+    return CGROUP2[MODE["cgroup"]]
 
 
 def sh(*argv: str, check: bool = True, quiet: bool = False) -> subprocess.CompletedProcess[str]:
@@ -174,6 +182,8 @@ def build_base(run: Path) -> None:
     (base / "etc/systemd/system").mkdir(parents=True, exist_ok=True)
     for unit in MASKED_UNITS:
         (base / "etc/systemd/system" / unit).symlink_to("/dev/null")
+    # AlmaLinux calls it sshd.service; Debian's unit declares that name as its alias.
+    (base / "etc/systemd/system/sshd.service").symlink_to("/lib/systemd/system/ssh.service")
     # Only the host's own key: the machine's other host keys would be shared by all hosts.
     # Every session request passes through session.sh, which logs it on the host (see
     # `sessions`) and then runs it unchanged: benchmarks count the commands a run costs.
@@ -238,7 +248,9 @@ table ip lab {{
     r = subprocess.run(["nft", "-f", "-"], input=rules, capture_output=True, text=True)
     if r.returncode != 0:
         raise RuntimeError(f"nft: {r.stderr}")
-    CGROUP.mkdir(exist_ok=True)
+    cgroup_dir().mkdir(exist_ok=True)
+    if MODE["cgroup"] == "v1":
+        SYSTEMD_V1.mkdir(exist_ok=True)
 
 
 def start_control_sshd(run: Path) -> None:
@@ -414,11 +426,16 @@ def start_host(run: Path, index: int) -> None:
             f"link set dev {seg.gw_if} up",
         ]
     ip_batch(links + router, gw)
-    cg = CGROUP / name
+    cg = cgroup_dir() / name
     cg.mkdir(exist_ok=True)
+    v1 = SYSTEMD_V1 / name if MODE["cgroup"] == "v1" else None
+    if v1 is not None:
+        v1.mkdir(exist_ok=True)
 
     def enter_cgroup() -> None:
         (cg / "cgroup.procs").write_text(str(os.getpid()))
+        if v1 is not None:
+            (v1 / "cgroup.procs").write_text(str(os.getpid()))
 
     if MODE["init"] == "systemd":
         root = d / "root"
@@ -475,7 +492,8 @@ def start_host(run: Path, index: int) -> None:
 def host_pid(name: str) -> int | None:
     if MODE["init"] == "systemd":
         try:
-            pids = (CGROUP / name / "payload/init.scope/cgroup.procs").read_text().split()
+            tree = SYSTEMD_V1 if MODE["cgroup"] == "v1" else cgroup_dir()
+            pids = (tree / name / "payload/init.scope/cgroup.procs").read_text().split()
         except OSError:
             return None
         return int(pids[0]) if pids else None
@@ -504,7 +522,7 @@ def wait_ready(names: list[str], timeout: float) -> list[str]:
 
 
 def stop_host(name: str) -> None:
-    cg = CGROUP / name
+    cg = cgroup_dir() / name
     if cg.exists():
         (cg / "cgroup.kill").write_text("1")
         deadline = time.monotonic() + 10
@@ -717,6 +735,7 @@ def init(run: Path) -> None:
         cfg = config(run)
         os.environ["LAB_BASE_PORT"] = str(cfg.get("base_port", 2200))
         MODE["init"] = str(cfg.get("init", "runner"))
+        MODE["cgroup"] = str(cfg.get("cgroup", "v2"))
         STATE.mkdir(parents=True, exist_ok=True)
         ip_batch(
             [
@@ -756,6 +775,7 @@ def main(argv: list[str]) -> int:
     run = Path(Path("/run/lab-vm/run-dir").read_text().strip())
     os.environ["LAB_BASE_PORT"] = str(config(run).get("base_port", 2200))
     MODE["init"] = str(config(run).get("init", "runner"))
+    MODE["cgroup"] = str(config(run).get("cgroup", "v2"))
     try:
         if verb == "ensure-hosts":
             ensure_hosts(run, int(args[0]))
