@@ -107,13 +107,12 @@ def check_host(state: State, host: Host) -> drift.HostReport:
     if not host.connected:
         return drift.unreachable(host.name, f"no ssh connection to {target}")
 
-    ports = sorted({port for vrf in spec.vrfs for port in vrf.ports})
     with ctx_state.use(state), ctx_host.use(host):
         found = get_fact(
             state,
             host,
             VrfHostState,
-            kwargs={"paths": paths.managed_paths(spec), "ports": ports, "_timeout": FACT_TIMEOUT},
+            kwargs={**paths.probe_arguments(spec), "_timeout": FACT_TIMEOUT},
             apply_failed_hosts=False,
         )
     if found is None:

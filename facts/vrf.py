@@ -72,6 +72,8 @@ class VrfHostState(FactBase[HostState]):
                                metric=4278198272), ...),
             sysctls={"net.ipv4.tcp_l3mdev_accept": "1", ...},
             files={"/etc/sysctl.d/90-mgmt-vrf.conf": FileState(..., content=None)},
+            units={"sshd.service": UnitState(name="sshd.service", active_state="active",
+                                             main_pid=812, cgroup="/vrf/mgmt0", ...)},
             network_manager=NetworkManager(installed=True, version="1.40.16-1.el8",
                                            running=True),
             os_id="almalinux", os_version="8.7", iproute2_version="5.18.0", ...
@@ -79,12 +81,16 @@ class VrfHostState(FactBase[HostState]):
 
     + paths: files whose content (or absence) to read, e.g. ``mgmt_vrf.paths.managed_paths(spec)``
     + ports: interfaces whose ``net.ipv6.conf.<port>.keep_addr_on_down`` to read
+    + units: services to describe (``systemctl show``, unit files, the VRF of the main
+      process), besides every unit our drop-in already wraps
     """
 
     @override
-    def command(self, paths: Sequence[str] = (), ports: Sequence[str] = ()) -> str:
+    def command(
+        self, paths: Sequence[str] = (), ports: Sequence[str] = (), units: Sequence[str] = ()
+    ) -> str:
         try:
-            return probe_command(_as_list(paths), _as_list(ports))
+            return probe_command(_as_list(paths), _as_list(ports), _as_list(units))
         except ValueError as e:
             return _refusal("facts.vrf.VrfHostState", e)
 

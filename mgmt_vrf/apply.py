@@ -163,7 +163,8 @@ def apply_script(plan: Plan) -> str:
     return "\n".join(lines) + "\n"
 
 
-# $1 apply.sh (base64), $2 rollback.sh (base64), $3 timeout (s), $4 run dir, $5 timer unit.
+# $1 apply.sh (base64), $2 rollback.sh (base64), $3 timeout (s), $4 run dir, $5 timer unit,
+# $6 the armed marker in /run (see paths.ARMED_THIS_BOOT).
 _START = r"""
 set -u
 run=$4
@@ -180,7 +181,7 @@ rm -rf "$run.prev" && { [ ! -d "$run" ] || mv "$run" "$run.prev"; } || exit 1
 mkdir -p -m 0700 "$run" || exit 1
 printf '%s' "$1" | base64 -d >"$run/apply.sh" || exit 1
 printf '%s' "$2" | base64 -d >"$run/rollback.sh" || exit 1
-echo running >"$run/apply.status" && : >"$run/armed" || exit 1
+echo running >"$run/apply.status" && : >"$run/armed" && : >"$6" || exit 1
 if [ -d /run/systemd/system ] && command -v systemd-run >/dev/null 2>&1; then
     systemctl stop "$5.timer" "$5.service" 2>/dev/null
     systemctl reset-failed "$5.timer" "$5.service" 2>/dev/null
@@ -209,6 +210,7 @@ def start_command(plan: Plan, rollback: str, timeout: int) -> Argv:
         str(timeout),
         paths.RUN_DIR,
         paths.ROLLBACK_UNIT,
+        paths.ARMED_THIS_BOOT,
     )
 
 

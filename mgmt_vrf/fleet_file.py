@@ -412,6 +412,50 @@ def _ports(value: object) -> tuple[str, ...]:
     return tuple(ports)
 
 
+# systemd's unit-name alphabet (unit_name_is_valid); the rest would need escaping.
+_UNIT_NAME = re.compile(r"[A-Za-z0-9:_.\\@-]+")
+_UNIT_SUFFIX = ".service"
+
+
+def _unit_problem(name: str) -> str | None:
+    base = name.removesuffix(_UNIT_SUFFIX)
+    kind = name.rpartition(".")[2] if "." in name else ""
+    if kind == "socket":
+        return (
+            "is a socket unit: systemd opens its sockets itself, so they stay outside the VRF; "
+            "set BindToDevice= in that socket unit and list nothing here"
+        )
+    if kind in ("timer", "target", "mount", "path", "slice", "scope", "device", "swap"):
+        return f"is a .{kind} unit; list the .service it starts instead"
+    if not base or not _UNIT_NAME.fullmatch(base) or len(name) > 250:
+        return (
+            "is not a systemd service name (letters, digits and ':_.\\@-' only), "
+            'e.g. "sshd" or "chronyd.service"'
+        )
+    if base.endswith("@"):
+        return f"is a template; name an instance, e.g. {base}NAME"
+    return None
+
+
+def _services(value: object) -> tuple[str, ...]:
+    if isinstance(value, str):
+        raise _Bad(f"expected an array of service names, write services = [{json.dumps(value)}]")
+    if not isinstance(value, list):
+        raise _Bad(f"expected an array of service names, got {_describe(value)}")
+    units: list[str] = []
+    for i, item in enumerate(value):
+        if not isinstance(item, str):
+            raise _Bad(f"item {i} is {_describe(item)}; service names go in quotes")
+        problem = _unit_problem(item)
+        if problem:
+            raise _Bad(f"{json.dumps(item)} {problem}")
+        unit = item if item.endswith(_UNIT_SUFFIX) else item + _UNIT_SUFFIX
+        if unit in units:
+            raise _Bad(f"{unit} is listed twice")
+        units.append(unit)
+    return tuple(units)
+
+
 def _group_list(value: object) -> tuple[str, ...]:
     if isinstance(value, str):
         raise _Bad(f"expected an array of group names, write groups = [{json.dumps(value)}]")
@@ -463,6 +507,7 @@ _VRF_KEYS: dict[str, Checker] = {
     "gateway4": _gateway(4),
     "gateway6": _gateway(6),
     "state": _choice(*STATE_CHOICES),
+    "services": _services,
 }
 _VRF_ALL_KEYS = (*_VRF_KEYS, "routes")
 _ROUTE_KEYS = ("to", "via")
@@ -497,6 +542,8 @@ _VRF_HINTS = {
     "interfaces": "ports",
     "route": "routes",
     "table_id": "table",
+    "service": "services",
+    "units": "services",
     "route_table": "table",
 }
 _ROUTE_HINTS = {
@@ -1027,6 +1074,7 @@ def _host_vrfs(raw: Any, interfaces_raw: Any, err: _HostErrors) -> list[Vrf]:
     declared = interfaces_raw if isinstance(interfaces_raw, dict) else {}
     table_owner: dict[int, str] = {}
     port_owner: dict[str, str] = {}
+    service_owner: dict[str, str] = {}
     result: list[Vrf] = []
     for name, entry in raw.items():
         if not isinstance(entry, dict):
@@ -1111,6 +1159,17 @@ def _host_vrfs(raw: Any, interfaces_raw: Any, err: _HostErrors) -> list[Vrf]:
                         )
                 route_list.append(route)
 
+        services = entry.get("services", ())
+        if services is not INVALID and present:
+            for unit in services:
+                if unit in service_owner:
+                    err.add(
+                        _join(base, "services"),
+                        f"{unit} is also listed for VRF {service_owner[unit]}; "
+                        "a service runs inside one VRF",
+                    )
+                service_owner.setdefault(unit, name)
+
         if _valid(*entry.values()) and table is not None and all_ports_known:
             result.append(
                 Vrf(
@@ -1121,6 +1180,8 @@ def _host_vrfs(raw: Any, interfaces_raw: Any, err: _HostErrors) -> list[Vrf]:
                     gateway6=gateways[6],
                     routes=tuple(route_list),
                     state=cast(State, state),
+                    # An absent VRF runs nothing: its services leave it with it.
+                    services=tuple(services) if present else (),
                 )
             )
     return result
@@ -1290,6 +1351,8 @@ def spec_to_data(spec: HostSpec) -> dict[str, Any]:
             entry["gateway6"] = str(vrf.gateway6)
         if vrf.routes:
             entry["routes"] = [{"to": str(r.to), "via": str(r.via)} for r in vrf.routes]
+        if vrf.services:
+            entry["services"] = list(vrf.services)
         vrfs[vrf.name] = entry
     host["vrfs"] = vrfs
     return host

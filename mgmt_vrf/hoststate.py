@@ -117,6 +117,36 @@ class NetworkManager:
 
 
 @dataclass(frozen=True)
+class UnitState:
+    """A systemd service as `systemctl show` describes it, for services run inside a VRF."""
+
+    name: str  # as asked for ("sshd.service"); `id` is systemd's own name for it
+    id: str = ""
+    load_state: str = ""  # loaded, not-found, masked, ...
+    active_state: str = ""  # active, inactive, failed, activating, ...
+    main_pid: int = 0
+    # The main process's cgroup v2 path ("/system.slice/sshd.service/vrf/mgmt0"), which
+    # is how `ip vrf identify` tells the VRF; None when there is no main process.
+    cgroup: str | None = None
+    fragment_path: str = ""
+    dropin_paths: tuple[str, ...] = ()
+    # The sandboxing settings that decide whether `ip vrf exec` can work inside the unit.
+    properties: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def vrf(self) -> str | None:
+        """The VRF the main process runs in, as `ip vrf identify` would name it."""
+        if not self.cgroup:
+            return None
+        head, sep, tail = self.cgroup.rpartition("/vrf/")
+        return tail if sep and tail and "/" not in tail else None
+
+    @property
+    def running(self) -> bool:
+        return self.active_state in ("active", "reloading")
+
+
+@dataclass(frozen=True)
 class HostState:
     links: dict[str, Link] = field(default_factory=dict)
     routes: tuple[RouteEntry, ...] = ()
@@ -135,6 +165,10 @@ class HostState:
         False  # legacy initscripts (/etc/sysconfig/network-scripts/ifup-eth)
     )
     cgroup: str | None = None  # "v1", "v2" or "hybrid"
+    # The services the fleet file runs in VRFs, and those our drop-ins still wrap.
+    units: dict[str, UnitState] = field(default_factory=dict)
+    # Their unit files and drop-ins (path -> text), to find the command each one starts.
+    unit_files: dict[str, str] = field(default_factory=dict)
     os_id: str | None = None  # ID from /etc/os-release ("almalinux")
     os_version: str | None = None  # VERSION_ID ("8.7")
     iproute2_version: str | None = None
@@ -189,6 +223,7 @@ class HostState:
             "unit_busy": self.unit_busy,
             "network_scripts_installed": self.network_scripts_installed,
             "cgroup": self.cgroup,
+            "units": {name: {**asdict(unit), "vrf": unit.vrf} for name, unit in self.units.items()},
             "os_id": self.os_id,
             "os_version": self.os_version,
             "iproute2_version": self.iproute2_version,

@@ -63,6 +63,8 @@ class Vrf:
     gateway6: IPv6Address | None = None
     routes: tuple[Route, ...] = ()
     state: State = "present"
+    # systemd services (full unit names, "sshd.service") started inside this VRF.
+    services: tuple[str, ...] = ()
 
     @property
     def present(self) -> bool:
@@ -114,6 +116,11 @@ class HostSpec:
             if port in vrf.ports:
                 return vrf
         return None
+
+    @property
+    def service_vrfs(self) -> dict[str, str]:
+        """Unit name -> VRF, for the services the present VRFs run."""
+        return {unit: vrf.name for vrf in self.present_vrfs for unit in vrf.services}
 
     @property
     def main_default_interface(self) -> Interface | None:

@@ -11,6 +11,12 @@ CONVERGE_SCRIPT = "/usr/local/sbin/mgmt-vrf-converge"
 UNIT_NAME = "mgmt-vrf.service"
 UNIT = f"/etc/systemd/system/{UNIT_NAME}"
 UNIT_WANTS_LINK = f"/etc/systemd/system/multi-user.target.wants/{UNIT_NAME}"
+# Runs a command (a service's, or one typed by hand) inside a VRF.
+EXEC_WRAPPER = "/usr/local/sbin/mgmt-vrf-exec"
+SYSTEMD_DIR = "/etc/systemd/system"
+# Last in name order among a unit's drop-ins, so `systemctl edit`'s override.conf cannot
+# undo the ExecStart= that puts the service in its VRF.
+DROPIN_NAME = "zz-mgmt-vrf.conf"
 # Backups live outside the profile directories: NetworkManager would load a copy left there.
 BACKUP_DIR = "/var/lib/mgmt-vrf/backup"
 
@@ -31,6 +37,19 @@ def keyfile(vrf: str) -> str:
     return f"{SYSTEM_CONNECTIONS}/{vrf}.nmconnection"
 
 
+def dropin(unit: str) -> str:
+    return f"{SYSTEMD_DIR}/{unit}.d/{DROPIN_NAME}"
+
+
+def dropin_unit(path: str) -> str | None:
+    """The unit a drop-in of ours belongs to, or None for any other path."""
+    head, sep, name = path.rpartition("/")
+    if name != DROPIN_NAME or not head.startswith(SYSTEMD_DIR + "/") or not head.endswith(".d"):
+        return None
+    unit = head[len(SYSTEMD_DIR) + 1 : -2]
+    return unit if unit and "/" not in unit else None
+
+
 def backup_path(path: str, sha256: str) -> str:
     """Content-addressed: a second backup of the same content is the same file, never a loss."""
     return f"{BACKUP_DIR}{path}.{sha256[:12]}"
@@ -38,12 +57,22 @@ def backup_path(path: str, sha256: str) -> str:
 
 def managed_paths(spec: HostSpec) -> list[str]:
     """Every file the plan may write or remove on this host, for the combined fact to read."""
-    paths = [SYSCTL_DROPIN, CONVERGE_SCRIPT, UNIT]
+    paths = [SYSCTL_DROPIN, CONVERGE_SCRIPT, UNIT, EXEC_WRAPPER]
+    paths += [dropin(unit) for unit in spec.service_vrfs]
     for vrf in spec.vrfs:
         paths.append(keyfile(vrf.name))
         for port in vrf.ports:
             paths += [ifcfg(port), route4(port), route6(port)]
     return list(dict.fromkeys(paths))
+
+
+def probe_arguments(spec: HostSpec) -> dict[str, list[str]]:
+    """The combined fact's arguments for this host: its files, ports and services."""
+    return {
+        "paths": managed_paths(spec),
+        "ports": sorted({port for vrf in spec.vrfs for port in vrf.ports}),
+        "units": sorted(spec.service_vrfs),
+    }
 
 
 # One change at a time per host: the scripts, saved files and status of the current run.
@@ -52,6 +81,10 @@ APPLY_SCRIPT = f"{RUN_DIR}/apply.sh"
 ROLLBACK_SCRIPT = f"{RUN_DIR}/rollback.sh"
 # Exists while a rollback is armed; whoever renames it first (confirm or rollback) wins.
 ARMED = f"{RUN_DIR}/armed"
+# Beside ARMED, in /run, which a reboot empties: a boot-time run that finds ARMED without
+# it knows the host went down while armed; with it, the unit was only started by hand (or
+# pulled in by a service) during a run, which it must leave alone.
+ARMED_THIS_BOOT = "/run/mgmt-vrf-armed"
 CONFIRMED = f"{RUN_DIR}/confirmed"
 ROLLING_BACK = f"{RUN_DIR}/rolling-back"
 APPLY_STATUS = f"{RUN_DIR}/apply.status"

@@ -11,7 +11,7 @@ import difflib
 import posixpath
 from dataclasses import dataclass, field
 
-from . import paths, render
+from . import paths, render, services
 from .commands import Argv, to_shell
 from .hoststate import HostState
 from .model import HostSpec
@@ -167,8 +167,13 @@ def desired_files(spec: HostSpec, backend: str) -> dict[str, tuple[str, str, str
             "boot-time converge (replaces rc.local)",
         )
         files[paths.UNIT] = (render.unit(spec), MODE_CONFIG, "runs the converge script at boot")
+        files[paths.EXEC_WRAPPER] = (
+            render.exec_wrapper(spec),
+            MODE_SCRIPT,
+            "runs services and commands inside a VRF",
+        )
     else:
-        for path in (paths.SYSCTL_DROPIN, paths.CONVERGE_SCRIPT, paths.UNIT):
+        for path in (paths.SYSCTL_DROPIN, paths.CONVERGE_SCRIPT, paths.UNIT, paths.EXEC_WRAPPER):
             files[path] = None
     return files
 
@@ -206,7 +211,10 @@ def _file_changes(
     changes: list[Change] = []
     profiles_changed = False
     units_changed = False
-    for path, desired in desired_files(spec, backend).items():
+    wanted = desired_files(spec, backend)
+    for path, dropin in services.dropin_files(spec, state).items():
+        wanted[path] = None if dropin is None else (dropin[0], MODE_CONFIG, dropin[1])
+    for path, desired in wanted.items():
         current = state.file(path)
         if desired is None:
             if current.exists:
@@ -222,7 +230,7 @@ def _file_changes(
             )
         if path.startswith((paths.NETWORK_SCRIPTS, paths.SYSTEM_CONNECTIONS)):
             profiles_changed = True
-        if path in (paths.UNIT, paths.CONVERGE_SCRIPT):
+        if path in (paths.UNIT, paths.CONVERGE_SCRIPT) or paths.dropin_unit(path):
             units_changed = True
     for path, device in _conflicting_profiles(spec, state):
         known = state.file(path)
@@ -300,7 +308,29 @@ def plan(spec: HostSpec, state: HostState) -> Plan:
     replaced = replaced_vrfs(spec)
     changes += _step_changes(teardown_steps(spec, replaced), state)
     changes += _step_changes(network_steps, after_teardown(spec, replaced, state))
+    # Services move once their VRFs are in place (sshd too: this whole run is under the
+    # armed rollback, which restarts it as it was if the new one cannot be reached).
+    changes += _restart_changes(spec, state, changes)
     # Last: tearing a VRF down ends every session that came in through it.
     others = [vrf for vrf in spec.absent_vrfs if vrf not in replaced]
     changes += _step_changes(teardown_steps(spec, others), state)
     return Plan(spec.name, backend, tuple(changes))
+
+
+def _restart_changes(spec: HostSpec, state: HostState, changes: list[Change]) -> list[Change]:
+    changed_units = {
+        unit
+        for c in changes
+        if isinstance(c, (WriteFile, RemoveFile))
+        for unit in [paths.dropin_unit(c.path)]
+        if unit
+    }
+    recreated = {
+        c.argv[4]
+        for c in changes
+        if isinstance(c, RunCommand) and c.argv[:4] in (("ip", "link", "add", "dev"),)
+    }
+    return [
+        RunCommand(("systemctl", "restart", unit), why)
+        for unit, why in services.restarts(spec, state, changed_units, recreated)
+    ]

@@ -11,6 +11,7 @@ from .hoststate import HostState
 from .model import HostSpec
 from .paths import UNIT_NAME
 from .probe import BOOT_UNIT_WAIT
+from .services import unit_problems
 from .steps import replaced_vrfs
 
 
@@ -88,4 +89,5 @@ def host_problems(spec: HostSpec, state: HostState) -> list[str]:
             f"{where}: backend: 'network-scripts' is set but the legacy network-scripts package "
             "is not installed; use backend = 'networkmanager' or 'auto'"
         )
+    problems += unit_problems(spec, state)
     return problems

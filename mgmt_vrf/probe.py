@@ -34,8 +34,16 @@ from .hoststate import (
     Profile,
     RouteEntry,
     RuleEntry,
+    UnitState,
 )
-from .paths import NETWORK_SCRIPTS, SYSTEM_CONNECTIONS, UNIT_NAME, UNIT_WANTS_LINK
+from .paths import (
+    DROPIN_NAME,
+    NETWORK_SCRIPTS,
+    SYSTEM_CONNECTIONS,
+    SYSTEMD_DIR,
+    UNIT_NAME,
+    UNIT_WANTS_LINK,
+)
 
 MARKER = "##mgmt-vrf##"
 FORMAT_VERSION = "1"
@@ -272,6 +280,60 @@ def _profile_sections(skip: Sequence[str] = ()) -> list[str]:
     ]
 
 
+# What decides whether `ip vrf exec` can run inside a unit, and what it starts.
+UNIT_PROPERTIES = (
+    "Id",
+    "LoadState",
+    "ActiveState",
+    "MainPID",
+    "FragmentPath",
+    "DropInPaths",
+    "User",
+    "DynamicUser",
+    "PrivateNetwork",
+    "NetworkNamespacePath",
+    "ProtectControlGroups",
+    "ProtectSystem",
+    "RestrictAddressFamilies",
+    "CapabilityBoundingSet",
+    "SystemCallFilter",
+)
+
+
+def _check_unit(unit: str) -> str:
+    if not unit or any(c.isspace() or c in "/'\"$`\\" for c in unit) or unit.startswith("-"):
+        raise ValueError(f"not a valid unit name: {unit!r}")
+    return unit
+
+
+def _unit_sections(units: Sequence[str]) -> list[str]:
+    """The listed services plus every unit our drop-in still wraps: `systemctl show` for
+    each, then their unit files and their main processes' cgroups, in one awk."""
+    dropins = f"{shlex.quote(SYSTEMD_DIR)}/*.d/{DROPIN_NAME}"
+    listed = " ".join(shlex.quote(_check_unit(u)) for u in units)
+    file_marker = f"'\\n{MARKER} file %s\\n'"
+    awk = 'FNR == 1 { printf "\\n%s unitfile %s\\n", m, FILENAME } { print }'
+    show = f'systemctl show -p {",".join(UNIT_PROPERTIES)} -- "$@" 2>/dev/null'
+    files = (
+        "s/^FragmentPath=\\(..*\\)/\\1/p; s/^DropInPaths=//p; "
+        "s#^MainPID=\\([1-9][0-9]*\\)$#/proc/\\1/cgroup#p"
+    )
+    return [
+        f"set -- {listed}",
+        f"for mv_f in {dropins}; do "
+        '[ -f "$mv_f" ] || continue; mv_u=${mv_f%.d/*}; mv_u=${mv_u##*/}; '
+        'case " $* " in *" $mv_u "*) continue;; esac; '
+        f'printf {file_marker} "$mv_f"; base64 < "$mv_f" 2>/dev/null; set -- "$@" "$mv_u"; done',
+        'if [ "$#" -gt 0 ] && [ -d /run/systemd/system ]; then '
+        + _marker("units")
+        + "; printf 'unit=%s\\n' \"$@\"; "
+        + f"mv_s=$({show}); printf '%s\\n' \"$mv_s\"; "
+        + f"set -- $(printf '%s\\n' \"$mv_s\" | sed -n {shlex.quote(files)}); "
+        + f'[ "$#" -eq 0 ] || awk -v m={shlex.quote(MARKER)} {shlex.quote(awk)} "$@" 2>/dev/null; '
+        + "fi",
+    ]
+
+
 def _wait_for_boot_unit() -> list[str]:
     # One systemctl call per round answers for both units; the host section reads the last
     # answer from $1 (our unit) and $2 (NetworkManager). Without systemd both are empty.
@@ -298,11 +360,14 @@ def _wrap(parts: Sequence[str], before: Sequence[str] = ()) -> str:
     return "; ".join(body)
 
 
-def probe_command(paths: Sequence[str] = (), ports: Sequence[str] = ()) -> str:
+def probe_command(
+    paths: Sequence[str] = (), ports: Sequence[str] = (), units: Sequence[str] = ()
+) -> str:
     """The combined probe: one POSIX sh command printing every section HostState needs.
 
     ``paths`` are files whose full content is wanted (missing ones are reported as such),
-    ``ports`` the interfaces whose ``keep_addr_on_down`` sysctl is read.
+    ``ports`` the interfaces whose ``keep_addr_on_down`` sysctl is read, ``units`` the
+    services to run inside VRFs.
     """
     paths = [_check_path(p) for p in dict.fromkeys(paths)]
     ports = [_check_port(p) for p in dict.fromkeys(ports)]
@@ -316,6 +381,7 @@ def probe_command(paths: Sequence[str] = (), ports: Sequence[str] = ()) -> str:
             *_sysctl_section(ports),
             *_file_sections(paths),
             *_profile_sections(skip=paths),
+            *_unit_sections([u for u in dict.fromkeys(units)]),
         ],
         before=_wait_for_boot_unit(),
     )
@@ -658,6 +724,57 @@ def _cgroup(fs_type: str | None, unified: str | None) -> str | None:
     return "v1"
 
 
+def _parse_units(
+    parser: _Parser, section: _Section | None, unit_files: dict[str, str]
+) -> dict[str, UnitState]:
+    """`unit=NAME` lines (the order asked), then one `systemctl show` block per unit."""
+    if section is None:
+        return {}
+    names: list[str] = []
+    blocks: list[dict[str, str]] = []
+    current: dict[str, str] | None = None
+    for line in section.lines:
+        if line.startswith("unit=") and not blocks and current is None:
+            names.append(line[len("unit=") :].strip())
+            continue
+        if not line.strip():
+            current = None
+            continue
+        key, sep, value = line.partition("=")
+        if not sep:
+            continue
+        if current is None:
+            current = {}
+            blocks.append(current)
+        current[key] = value
+    if len(blocks) != len(names):
+        parser.warn(
+            f"section 'units': {len(names)} units asked, {len(blocks)} described by systemctl"
+        )
+    cgroups: dict[int, str] = {}
+    for path, text in unit_files.items():
+        match = re.fullmatch(r"/proc/(\d+)/cgroup", path)
+        if match:
+            for line in text.splitlines():
+                if line.startswith("0::"):
+                    cgroups[int(match.group(1))] = line[3:].strip()
+    units: dict[str, UnitState] = {}
+    for name, props in zip(names, blocks, strict=False):
+        pid = _to_int(props.get("MainPID")) or 0
+        units[name] = UnitState(
+            name=name,
+            id=props.get("Id", ""),
+            load_state=props.get("LoadState", ""),
+            active_state=props.get("ActiveState", ""),
+            main_pid=pid,
+            cgroup=cgroups.get(pid) if pid else None,
+            fragment_path=props.get("FragmentPath", ""),
+            dropin_paths=tuple(props.get("DropInPaths", "").split()),
+            properties={k: v for k, v in props.items() if k in UNIT_PROPERTIES},
+        )
+    return units
+
+
 def _iproute2_version(text: str | None) -> str | None:
     if not text:
         return None
@@ -727,6 +844,17 @@ def parse_probe_output(lines: Iterable[str]) -> HostState:
             summaries[path] = _ifcfg_summary(path, files[path].content or b"")
     profiles = tuple(_parse_profile(s) for s in summaries.values())
 
+    unit_files = {
+        s.argument: "".join(line + "\n" for line in s.lines)
+        for s in by_name.get("unitfile", ())
+        if s.argument
+    }
+    # Each marker line follows an empty line of its own; the file's text ends before it.
+    unit_files = {
+        path: text[:-1] if text.endswith("\n\n") else text for path, text in unit_files.items()
+    }
+    units = _parse_units(parser, _first(by_name, "units"), unit_files)
+
     host: dict[str, str] = {}
     for section in by_name.get("host", ()):
         for line in section.lines:
@@ -752,6 +880,8 @@ def parse_probe_output(lines: Iterable[str]) -> HostState:
         unit_busy=host.get("unit_state") == "activating",
         network_scripts_installed=host.get("network_scripts") == "1",
         cgroup=_cgroup(host.get("cgroup_fs"), host.get("cgroup_unified")),
+        units=units,
+        unit_files={p: t for p, t in unit_files.items() if not p.startswith("/proc/")},
         os_id=_unquote(host["ID"]) or None if "ID" in host else None,
         os_version=_unquote(host["VERSION_ID"]) or None if "VERSION_ID" in host else None,
         iproute2_version=_iproute2_version(host.get("iproute2")),

@@ -96,6 +96,7 @@ def converge_script(spec: HostSpec) -> str:
         steps=steps,
         vrfs=_vrf_names(spec),
         armed=shlex.quote(paths.ARMED),
+        armed_this_boot=shlex.quote(paths.ARMED_THIS_BOOT),
         rollback=shlex.quote(paths.ROLLBACK_SCRIPT),
     )
 
@@ -106,3 +107,25 @@ def unit(spec: HostSpec) -> str:
 
 def _vrf_names(spec: HostSpec) -> str:
     return ", ".join(v.name for v in spec.present_vrfs)
+
+
+def exec_wrapper(spec: HostSpec) -> str:
+    names = [vrf.name for vrf in spec.present_vrfs]
+    return _render(
+        "mgmt-vrf-exec.sh.j2",
+        vrfs=names,
+        default=names[0],
+        boot_unit=paths.UNIT_NAME,
+        converge=paths.CONVERGE_SCRIPT,
+    )
+
+
+def service_dropin(unit: str, vrf: str, exec_start: list[str]) -> str:
+    return _render(
+        "service-dropin.conf.j2",
+        unit=unit,
+        vrf=vrf,
+        exec_start=exec_start,
+        wrapper=paths.EXEC_WRAPPER,
+        boot_unit=paths.UNIT_NAME,
+    )

@@ -172,6 +172,25 @@ def _runtime_lines(spec: HostSpec, before: HostState) -> list[str]:
     return lines
 
 
+def restarted_units(plan: Plan) -> list[str]:
+    return [
+        c.argv[2]
+        for c in plan.changes
+        if isinstance(c, RunCommand) and c.argv[:2] == ("systemctl", "restart")
+    ]
+
+
+def _restart_lines(before: HostState, plan: Plan) -> list[str]:
+    """Last, once the VRFs are back: each service the change restarted starts again from
+    its restored files; one that did not run before is only restarted if it runs now."""
+    lines = []
+    for unit in restarted_units(plan):
+        known = before.units.get(unit)
+        verb = "restart" if known is not None and known.running else "try-restart"
+        lines.append(f"systemctl {verb} {_q(unit)}")
+    return lines
+
+
 def rollback_script(spec: HostSpec, before: HostState, plan: Plan) -> str:
     """A POSIX sh script that puts `before` back. It runs at most once: it claims the armed
     marker first, so a confirmation that won the race leaves it nothing to do."""
@@ -196,6 +215,7 @@ def rollback_script(spec: HostSpec, before: HostState, plan: Plan) -> str:
             line if line.startswith("#") or line.endswith("2>/dev/null") else f"{line} 2>/dev/null"
             for line in _runtime_lines(spec, before)
         ]
+    lines += _restart_lines(before, plan)
     lines += [
         'echo done > "$run/rollback.status"',
         'echo "mgmt-vrf: rollback done $(date -u +%FT%TZ)"',
@@ -207,7 +227,11 @@ def rollback_script(spec: HostSpec, before: HostState, plan: Plan) -> str:
 
 
 def _view(
-    spec: HostSpec, state: HostState, reference: HostState, files: Iterable[str]
+    spec: HostSpec,
+    state: HostState,
+    reference: HostState,
+    files: Iterable[str],
+    units: Iterable[str] = (),
 ) -> dict[str, object]:
     """What a rollback restores, keyed by a name a human understands."""
     ports = _ports(spec, reference)
@@ -245,16 +269,24 @@ def _view(
         )
     for path in files:
         view[f"file {path}"] = state.file(path).sha256
+    for unit in units:
+        found = state.units.get(unit)
+        view[f"service {unit}"] = None if found is None else (found.running, found.vrf)
     return view
 
 
 def differences(
-    spec: HostSpec, before: HostState, after: HostState, files: Iterable[str] = ()
+    spec: HostSpec,
+    before: HostState,
+    after: HostState,
+    files: Iterable[str] = (),
+    units: Iterable[str] = (),
 ) -> list[str]:
     """How `after` differs from `before` in what a rollback restores; empty when equal."""
     files = list(files)
-    old = _view(spec, before, before, files)
-    new = _view(spec, after, before, files)
+    units = list(units)
+    old = _view(spec, before, before, files, units)
+    new = _view(spec, after, before, files, units)
     out = []
     for key in sorted(old.keys() | new.keys()):
         if old.get(key) != new.get(key):

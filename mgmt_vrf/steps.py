@@ -545,6 +545,33 @@ def _vrf_route_steps(vrf: Vrf) -> list[Step]:
     return steps
 
 
+def _l3mdev_rule_steps() -> list[Step]:
+    """The rule that sends a VRF's lookups to its table. The kernel adds it with the first VRF
+    ever created in a network namespace, and never again: once deleted (by hand, or by our
+    rollback on a host that had no VRF before), VRF-bound sockets would look up the main
+    table and a service inside the VRF could not answer. Added before the VRF, so the
+    kernel's own add, on a first VRF, finds it there and lets it be: only with the same
+    `protocol kernel`, or the namespace would end up with the rule twice."""
+    steps = []
+    for family in (4, 6):
+
+        def holds(state: HostState, family: int = family) -> bool:
+            return any(r.family == family and r.l3mdev for r in state.rules)
+
+        steps.append(
+            Step(
+                what=f"no IPv{family} l3mdev rule: VRF-bound sockets would use the main table",
+                holds=holds,
+                commands=(
+                    ("ip", _fam(family), "rule", "add", "pref", "1000", "l3mdev")
+                    + ("protocol", "kernel"),
+                ),
+                shell_check=f"ip {_fam(family)} rule show 2>/dev/null | {_has('l3mdev')}",
+            )
+        )
+    return steps
+
+
 def present_steps(spec: HostSpec) -> list[Step]:
     """Every step that brings up the host's present VRFs, in a safe order."""
     if not spec.present_vrfs:
@@ -554,6 +581,7 @@ def present_steps(spec: HostSpec) -> list[Step]:
         steps.append(_sysctl_step(key, value))
     steps += _main_default_steps(spec)
     tables = frozenset(v.table for v in spec.present_vrfs)
+    steps += _l3mdev_rule_steps()
     for vrf in spec.present_vrfs:
         steps += _vrf_device_steps(vrf, tables)
     steps += _stray_main_default_steps(spec)

@@ -32,7 +32,7 @@ from mgmt_vrf.model import HostSpec
 from mgmt_vrf.plan import Plan, plan
 from mgmt_vrf.preflight import host_problems
 from mgmt_vrf.probe import ProbeError, parse_probe_output, probe_command
-from mgmt_vrf.rollback import differences, rollback_script, touched_paths
+from mgmt_vrf.rollback import differences, restarted_units, rollback_script, touched_paths
 
 # After the host's own rollback was due: time for it to run and for sshd to answer again.
 ROLLBACK_MARGIN = 30
@@ -49,18 +49,14 @@ def _command(argv: Argv) -> StringCommand:
     return StringCommand(*(QuoteString(arg) for arg in argv))
 
 
-def _ports(spec: HostSpec) -> list[str]:
-    return sorted({port for vrf in spec.vrfs for port in vrf.ports})
-
-
 def _probe(spec: HostSpec) -> str:
     """The combined fact's command, for the checks made outside pyinfra's fact machinery."""
-    return probe_command(paths.managed_paths(spec), _ports(spec))
+    return probe_command(**paths.probe_arguments(spec))
 
 
 def read_state(spec: HostSpec) -> HostState:
     """The one remote command per run phase: everything the plan needs."""
-    return host.get_fact(VrfHostState, paths=paths.managed_paths(spec), ports=_ports(spec))
+    return host.get_fact(VrfHostState, **paths.probe_arguments(spec))
 
 
 def plan_for_host(spec: HostSpec) -> tuple[HostState, Plan]:
@@ -207,7 +203,9 @@ def confirm_or_roll_back(
     while time.monotonic() < deadline:
         read = _read_run(host, spec)
         if read is not None and read[0].rolled_back:
-            diff = differences(spec, before, read[1], touched_paths(result))
+            diff = differences(
+                spec, before, read[1], touched_paths(result), restarted_units(result)
+            )
             if diff:
                 return _fail(
                     host,

@@ -19,6 +19,7 @@ from mgmt_vrf.hoststate import (
     NetworkManager,
     Profile,
     RouteEntry,
+    RuleEntry,
 )
 from mgmt_vrf.model import UNREACHABLE_METRIC, HostSpec, Interface, Route, Ssh, Vrf
 from mgmt_vrf.plan import desired_files
@@ -166,6 +167,8 @@ def converged_state(spec: HostSpec | None = None, backend: str = "networkmanager
         state,
         links=links,
         routes=tuple(routes),
+        # The kernel's own, added with the first VRF.
+        rules=(RuleEntry(4, 1000, l3mdev=True), RuleEntry(6, 1000, l3mdev=True)),
         sysctls={
             "net.ipv4.tcp_l3mdev_accept": "1",
             "net.ipv4.udp_l3mdev_accept": "1",

@@ -75,6 +75,8 @@ def _pyinfra(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
 EXPECTED_COMMANDS = [
     "$ sysctl -q -w net.ipv4.udp_l3mdev_accept=1",
     "$ sysctl -q -w net/ipv6/conf/eth2/keep_addr_on_down=1",
+    "$ ip -4 rule add pref 1000 l3mdev protocol kernel",
+    "$ ip -6 rule add pref 1000 l3mdev protocol kernel",
     "$ ip link add dev mgmt0 type vrf table 10",
     "$ ip link set dev mgmt0 up",
     "$ ip -4 route replace unreachable default metric 4278198272 table 10",

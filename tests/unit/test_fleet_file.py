@@ -590,6 +590,48 @@ ERROR_CASES: list[tuple[str, Callable[[str], str], str, str, int]] = [
         1,
     ),
     (
+        "services-a-string",
+        append('services = "sshd"'),
+        "vrfs.mgmt0.services",
+        'expected an array of service names, write services = ["sshd"]',
+        1,
+    ),
+    (
+        "services-twice",
+        append('services = ["sshd", "sshd.service"]'),
+        "vrfs.mgmt0.services",
+        "sshd.service is listed twice",
+        1,
+    ),
+    (
+        "services-socket-unit",
+        append('services = ["cockpit.socket"]'),
+        "vrfs.mgmt0.services",
+        "set BindToDevice= in that socket unit",
+        1,
+    ),
+    (
+        "services-template",
+        append('services = ["getty@"]'),
+        "vrfs.mgmt0.services",
+        "is a template; name an instance, e.g. getty@NAME",
+        1,
+    ),
+    (
+        "services-bad-name",
+        append('services = ["my app"]'),
+        "vrfs.mgmt0.services",
+        "is not a systemd service name",
+        1,
+    ),
+    (
+        "service-singular",
+        append('service = ["sshd"]'),
+        "vrfs.mgmt0.service",
+        "unknown key; did you mean services?",
+        1,
+    ),
+    (
         "interfaces-not-a-table",
         lambda _: '[hosts.web01]\nssh_address = "192.0.2.21"\ninterfaces = ["eth0"]\n',
         "interfaces",
@@ -1067,3 +1109,29 @@ def test_rollback_timeout_merges_like_any_key(tmp_path: Path) -> None:
     assert spec.rollback_timeout == 120
     (spec,) = load_fleet(write(tmp_path, "[defaults]\nrollback_timeout = 60\n" + BASE)).hosts
     assert spec.rollback_timeout == 60
+
+
+def test_services_are_unit_names_in_one_vrf_each(tmp_path: Path) -> None:
+    text = BASE + 'services = ["sshd", "chronyd.service", "getty@tty1"]\n'
+    (spec,) = load_fleet(write(tmp_path, text)).hosts
+    assert spec.vrfs[0].services == ("sshd.service", "chronyd.service", "getty@tty1.service")
+    assert spec.service_vrfs == {
+        "sshd.service": "mgmt0",
+        "chronyd.service": "mgmt0",
+        "getty@tty1.service": "mgmt0",
+    }
+    # Host data carries them through pyinfra's inventory and back.
+    assert spec_from_data(spec_to_data(spec)) == spec
+    # An absent VRF runs nothing: its services leave with it.
+    absent = text.replace("table = 10\n", 'table = 10\nstate = "absent"\n')
+    (gone,) = load_fleet(write(tmp_path, absent)).hosts
+    assert gone.service_vrfs == {}
+    two = text + (
+        '\n[hosts.web01.interfaces.eth3]\nipv4 = "203.0.113.21/26"\n'
+        '\n[hosts.web01.vrfs.oob0]\ntable = 20\nports = ["eth3"]\nservices = ["sshd"]\n'
+    )
+    path, messages = errors_of(tmp_path, two)
+    assert messages == [
+        f"{path}: host web01: vrfs.oob0.services: sshd.service is also listed for VRF mgmt0; "
+        "a service runs inside one VRF"
+    ]

@@ -19,10 +19,13 @@ EXPECTED = [
     "90-mgmt-vrf.conf missing",
     "mgmt-vrf-converge missing",
     "mgmt-vrf.service missing",
+    "mgmt-vrf-exec missing",
     "ifcfg-vrf.eth2 present: second profile for eth2: NetworkManager would activate only one",
     "route-vrf.eth2 present: belongs to the removed profile ifcfg-vrf.eth2",
     "route6-vrf.eth2 present: belongs to the removed profile ifcfg-vrf.eth2",
     "mgmt-vrf.service is not enabled at boot",
+    "no IPv4 l3mdev rule: VRF-bound sockets would use the main table",
+    "no IPv6 l3mdev rule: VRF-bound sockets would use the main table",
     "create VRF mgmt0 with table 10: missing, or on another table",
     "VRF mgmt0 is not up",
     "table 10 lacks the IPv4 unreachable default at metric 4278198272: lookups would fall "
