@@ -1,7 +1,8 @@
-"""Services moving in and out of the VRF on the lab: unlisted, rolled back, refused.
+"""Services moving out of the VRF on the lab, and services refused before any change.
 
 Independent of the cgroup mode (scripts/test.sh runs these once, on cgroup v2). Starts from
-the last host as test_services_lab.py leaves it, or builds that state itself.
+the last host as test_services_lab.py leaves it, or builds that state itself. sshd moved
+into the VRF and put back by the rollback: test_converge_lab.py's first run.
 """
 
 from __future__ import annotations
@@ -23,35 +24,6 @@ def served(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Pat
     fleet, counts, _ = serve(lab, host, tmp_path_factory.mktemp("svc") / "fleet.toml")
     assert counts in ((1, 0, 0), (0, 0, 1))
     return host, fleet
-
-
-def test_sshd_that_cannot_be_reached_is_restarted_as_it_was(
-    lab: Lab, served: tuple[str, Path], tmp_path: Path
-) -> None:
-    """A wrong management gateway with sshd newly listed: no new connection can reach the
-    sshd inside the VRF, and the host's own rollback puts sshd back as it was."""
-    host, fleet = served
-    only_web = services_fleet(lab.fleet_file, host, ["lab-web"], tmp_path / "web.toml")
-    assert results(converge(only_web, [host])) == (1, 0, 0)
-    assert vrf_of(lab, host, "sshd.service") == ""
-    wrong = tmp_path / "wrong.toml"
-    wrong.write_text(
-        fleet.read_text().replace(
-            f'[hosts.{host}.vrfs.mgmt0]\ntable = 10\nports = ["eth2"]\nservices = '
-            '["sshd", "lab-web"]\ngateway4 = "203.0.113.1"',
-            f'[hosts.{host}.vrfs.mgmt0]\ntable = 10\nports = ["eth2"]\nservices = '
-            '["sshd", "lab-web"]\ngateway4 = "203.0.113.99"',
-        )
-    )
-    assert wrong.read_text() != fleet.read_text()
-    run = converge(wrong, [host])
-    assert run.returncode != 0
-    assert "ROLLED BACK" in run.stdout + run.stderr
-    lab.new_connection(host)
-    assert vrf_of(lab, host, "sshd.service") == ""
-    assert lab.ssh(host, f"test -e {paths.dropin('sshd.service')}").returncode == 1
-    assert vrf_of(lab, host, "lab-web.service") == "mgmt0"
-    assert results(converge(only_web, [host])) == (0, 0, 1)
 
 
 def test_unlisted_services_leave_the_vrf(
