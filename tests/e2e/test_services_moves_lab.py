@@ -7,6 +7,7 @@ into the VRF and put back by the rollback: test_converge_lab.py's first run.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,11 +20,13 @@ from .services import SERVICES, serve, services_fleet, vrf_of, wait_listening, w
 
 
 @pytest.fixture(scope="module")
-def served(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
+def served(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """The host with sshd and lab-web inside mgmt0; back to a fresh install at the end."""
     host = lab.hosts[-1]
     fleet, counts, _ = serve(lab, host, tmp_path_factory.mktemp("svc") / "fleet.toml")
     assert counts in ((1, 0, 0), (0, 0, 1))
-    return host, fleet
+    yield host, fleet
+    lab.reset(host)
 
 
 def test_unlisted_services_leave_the_vrf(
