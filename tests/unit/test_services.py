@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from dataclasses import replace
 from ipaddress import IPv4Interface
 from pathlib import Path
@@ -378,3 +379,33 @@ def test_real_hardened_and_missing_units_are_refused() -> None:
     assert any("systemd-timesyncd.service: ProtectControlGroups=yes" in p for p in problems)
     assert any(p.startswith(f"{key}: no-such.service does not exist") for p in problems)
     assert not any("sshd.service" in p for p in problems)
+
+
+# --- mgmt-vrf-exec on this machine (no VRF device here, so every VRF is missing; as root,
+# as the tests run: the wrapper refuses anyone else first) ---------------------------------
+
+
+def _run_wrapper(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    from mgmt_vrf.render import exec_wrapper
+
+    script = tmp_path / "mgmt-vrf-exec"
+    script.write_text(exec_wrapper(with_services("sshd.service")))
+    return subprocess.run(["sh", str(script), *args], capture_output=True, text=True, timeout=30)
+
+
+def test_wrapper_refuses_a_missing_vrf_and_says_where_to_look(tmp_path: Path) -> None:
+    run = _run_wrapper(tmp_path, "echo", "ran")
+    assert run.returncode == 1 and run.stdout == ""
+    assert "VRF mgmt0 does not exist on this host" in run.stderr
+    assert "journalctl -u mgmt-vrf.service" in run.stderr
+
+
+def test_sshd_runs_outside_a_missing_vrf_and_says_so(tmp_path: Path) -> None:
+    run = _run_wrapper(tmp_path, "--outside-if-missing", "mgmt0", "echo", "ran")
+    assert run.returncode == 0 and run.stdout == "ran\n"
+    assert "starts OUTSIDE it to keep the host reachable" in run.stderr
+
+
+def test_wrapper_usage_without_a_command(tmp_path: Path) -> None:
+    run = _run_wrapper(tmp_path)
+    assert run.returncode == 2 and run.stderr.startswith("usage: mgmt-vrf-exec [VRF] COMMAND")
