@@ -417,8 +417,33 @@ _UNIT_NAME = re.compile(r"[A-Za-z0-9:_.\\@-]+")
 _UNIT_SUFFIX = ".service"
 
 
+# Units that build the network (the VRF included) or that everything else needs: inside a
+# VRF they would lose the host, and ours would be ordered after itself.
+_HOST_UNITS = frozenset(
+    {
+        "mgmt-vrf",
+        "mgmt-vrf-rollback",
+        "NetworkManager",
+        "NetworkManager-wait-online",
+        "network",
+        "systemd-networkd",
+        "systemd-resolved",
+        "systemd-journald",
+        "systemd-logind",
+        "systemd-udevd",
+        "dbus",
+        "dbus-broker",
+    }
+)
+
+
 def _unit_problem(name: str) -> str | None:
     base = name.removesuffix(_UNIT_SUFFIX)
+    if base in _HOST_UNITS:
+        return (
+            "runs the host itself (its network, the VRF, or what every service needs); "
+            "it stays outside every VRF"
+        )
     kind = name.rpartition(".")[2] if "." in name else ""
     if kind == "socket":
         return (

@@ -625,6 +625,13 @@ ERROR_CASES: list[tuple[str, Callable[[str], str], str, str, int]] = [
         1,
     ),
     (
+        "services-the-network-itself",
+        append('services = ["NetworkManager"]'),
+        "vrfs.mgmt0.services",
+        '"NetworkManager" runs the host itself',
+        1,
+    ),
+    (
         "service-singular",
         append('service = ["sshd"]'),
         "vrfs.mgmt0.service",
