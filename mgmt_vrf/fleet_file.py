@@ -394,22 +394,37 @@ def _gateway(version: int) -> Callable[[object], IPv4Address | IPv6Address]:
     return check
 
 
-def _ports(value: object) -> tuple[str, ...]:
+def _names(
+    value: object,
+    key: str,
+    what: str,
+    in_quotes: str,
+    problem_of: Callable[[str], str | None],
+    normal: Callable[[str], str] = str,
+) -> tuple[str, ...]:
+    """An array of names, each checked, none twice (after `normal`)."""
     if isinstance(value, str):
-        raise _Bad(f"expected an array of device names, write ports = [{json.dumps(value)}]")
+        raise _Bad(f"expected an array of {what}, write {key} = [{json.dumps(value)}]")
     if not isinstance(value, list):
-        raise _Bad(f"expected an array of device names, got {_describe(value)}")
-    ports: list[str] = []
+        raise _Bad(f"expected an array of {what}, got {_describe(value)}")
+    names: list[str] = []
     for i, item in enumerate(value):
         if not isinstance(item, str):
-            raise _Bad(f"item {i} is {_describe(item)}; ports are device names in quotes")
-        problem = _ifname_problem(item)
+            raise _Bad(f"item {i} is {_describe(item)}; {in_quotes}")
+        problem = problem_of(item)
         if problem:
             raise _Bad(f"{json.dumps(item)} {problem}")
-        if item in ports:
-            raise _Bad(f"{item} is listed twice")
-        ports.append(item)
-    return tuple(ports)
+        name = normal(item)
+        if name in names:
+            raise _Bad(f"{name} is listed twice")
+        names.append(name)
+    return tuple(names)
+
+
+def _ports(value: object) -> tuple[str, ...]:
+    return _names(
+        value, "ports", "device names", "ports are device names in quotes", _ifname_problem
+    )
 
 
 # systemd's unit-name alphabet (unit_name_is_valid); the rest would need escaping.
@@ -463,22 +478,14 @@ def _unit_problem(name: str) -> str | None:
 
 
 def _services(value: object) -> tuple[str, ...]:
-    if isinstance(value, str):
-        raise _Bad(f"expected an array of service names, write services = [{json.dumps(value)}]")
-    if not isinstance(value, list):
-        raise _Bad(f"expected an array of service names, got {_describe(value)}")
-    units: list[str] = []
-    for i, item in enumerate(value):
-        if not isinstance(item, str):
-            raise _Bad(f"item {i} is {_describe(item)}; service names go in quotes")
-        problem = _unit_problem(item)
-        if problem:
-            raise _Bad(f"{json.dumps(item)} {problem}")
-        unit = item if item.endswith(_UNIT_SUFFIX) else item + _UNIT_SUFFIX
-        if unit in units:
-            raise _Bad(f"{unit} is listed twice")
-        units.append(unit)
-    return tuple(units)
+    return _names(
+        value,
+        "services",
+        "service names",
+        "service names go in quotes",
+        _unit_problem,
+        lambda item: item if item.endswith(_UNIT_SUFFIX) else item + _UNIT_SUFFIX,
+    )
 
 
 def _group_list(value: object) -> tuple[str, ...]:

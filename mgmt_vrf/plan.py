@@ -318,17 +318,12 @@ def plan(spec: HostSpec, state: HostState) -> Plan:
 
 
 def _restart_changes(spec: HostSpec, state: HostState, changes: list[Change]) -> list[Change]:
-    changed_units = {
-        unit
-        for c in changes
-        if isinstance(c, (WriteFile, RemoveFile))
-        for unit in [paths.dropin_unit(c.path)]
-        if unit
-    }
+    dropins = (paths.dropin_unit(c.path) for c in changes if isinstance(c, (WriteFile, RemoveFile)))
+    changed_units = {unit for unit in dropins if unit}
     recreated = {
         c.argv[4]
         for c in changes
-        if isinstance(c, RunCommand) and c.argv[:4] in (("ip", "link", "add", "dev"),)
+        if isinstance(c, RunCommand) and c.argv[:4] == ("ip", "link", "add", "dev")
     }
     return [
         RunCommand(("systemctl", "restart", unit), why)

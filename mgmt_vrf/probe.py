@@ -381,7 +381,7 @@ def probe_command(
             *_sysctl_section(ports),
             *_file_sections(paths),
             *_profile_sections(skip=paths),
-            *_unit_sections([u for u in dict.fromkeys(units)]),
+            *_unit_sections(list(dict.fromkeys(units))),
         ],
         before=_wait_for_boot_unit(),
     )

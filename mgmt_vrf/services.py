@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from . import paths
 from .hoststate import HostState, UnitState
 from .model import HostSpec
+from .render import service_dropin
 
 # sshd is never left stopped for want of its VRF: it starts outside it instead (and says
 # so in the journal), so a host whose VRF failed to come up can still be reached.
@@ -229,9 +230,6 @@ def in_vrf(unit: UnitState | None, vrf: str | None) -> bool:
 
 def dropin_files(spec: HostSpec, state: HostState) -> dict[str, tuple[str, str] | None]:
     """Drop-in path -> (content, why) to write, or None to remove (a unit no longer listed)."""
-    # Imported here: render pulls in the templates, which the checks above do not need.
-    from .render import service_dropin
-
     files: dict[str, tuple[str, str] | None] = {}
     for w in wanted(spec):
         unit = state.units.get(w.unit)

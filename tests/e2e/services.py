@@ -5,11 +5,12 @@ service runs and whether it answers."""
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 from lab.pytest_fixture import Lab
 
-from .deploy import converge, results
+from .deploy import converge
 
 WEB_PORT = 8080
 WEB_UNIT_PATH = "/etc/systemd/system/lab-web.service"
@@ -50,13 +51,13 @@ def install_web(lab: Lab, host: str) -> None:
     )
 
 
-def serve(lab: Lab, host: str, out: Path) -> tuple[Path, tuple[int, int, int], list[str]]:
-    """Converges the host with sshd and lab-web listed for mgmt0: (fleet, results, lines)."""
+def serve(lab: Lab, host: str, out: Path) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    """Converges the host with sshd and lab-web listed for mgmt0: (fleet, the run)."""
     install_web(lab, host)
     fleet = services_fleet(lab.fleet_file, host, ["sshd", "lab-web"], out)
     run = converge(fleet, [host])
     assert run.returncode == 0, (run.stdout + run.stderr)[-4000:]
-    return fleet, results(run), (run.stdout + run.stderr).splitlines()
+    return fleet, run
 
 
 def vrf_of(lab: Lab, host: str, unit: str) -> str:

@@ -18,7 +18,17 @@ import pytest
 from lab.pytest_fixture import Lab
 from mgmt_vrf import paths
 
-from .deploy import ETH0_4, ETH2_4, MGMT_GW4, SVC_GW4, converge, fact, results, ssh_banner
+from .deploy import (
+    ETH0_4,
+    ETH2_4,
+    MGMT_GW4,
+    SVC_GW4,
+    converge,
+    fact,
+    planned_commands,
+    results,
+    ssh_banner,
+)
 from .services import (
     ETH2_6,
     SERVICES,
@@ -40,11 +50,10 @@ def served(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Pat
     """The last host, reset, with lab-web running, converged with sshd and lab-web listed."""
     host = lab.hosts[-1]
     lab.reset(host)
-    fleet, counts, lines = serve(lab, host, tmp_path_factory.mktemp("svc") / "fleet.toml")
-    assert counts == (1, 0, 0)
-    planned = [line.split("$ ", 1)[1].split("    #")[0] for line in lines if "   $ " in line]
+    fleet, run = serve(lab, host, tmp_path_factory.mktemp("svc") / "fleet.toml")
+    assert results(run) == (1, 0, 0)
     # Restarted once the VRF is built, sshd included (under the armed rollback).
-    assert planned[-2:] == [f"systemctl restart {unit}" for unit in SERVICES]
+    assert planned_commands(run, host)[-2:] == [f"$ systemctl restart {u}" for u in SERVICES]
     return host, fleet
 
 

@@ -23,8 +23,8 @@ from .services import SERVICES, serve, services_fleet, vrf_of, wait_listening, w
 def served(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     """The host with sshd and lab-web inside mgmt0; back to a fresh install at the end."""
     host = lab.hosts[-1]
-    fleet, counts, _ = serve(lab, host, tmp_path_factory.mktemp("svc") / "fleet.toml")
-    assert counts in ((1, 0, 0), (0, 0, 1))
+    fleet, run = serve(lab, host, tmp_path_factory.mktemp("svc") / "fleet.toml")
+    assert results(run) in ((1, 0, 0), (0, 0, 1))
     yield host, fleet
     lab.reset(host)
 

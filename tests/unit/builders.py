@@ -22,7 +22,7 @@ from mgmt_vrf.hoststate import (
     RuleEntry,
 )
 from mgmt_vrf.model import UNREACHABLE_METRIC, HostSpec, Interface, Route, Ssh, Vrf
-from mgmt_vrf.plan import desired_files
+from mgmt_vrf.plan import Plan, RunCommand, WriteFile, desired_files
 
 SERVICE_GW4, SERVICE_GW6 = "198.51.100.1", "2001:db8:100::1"
 MGMT_GW4, MGMT_GW6 = "203.0.113.1", "2001:db8:1::1"
@@ -178,3 +178,16 @@ def converged_state(spec: HostSpec | None = None, backend: str = "networkmanager
         profiles=(Profile(paths.ifcfg("eth2"), "eth2", "eth2", vrf=vrf.name),),
         unit_enabled=True,
     )
+
+
+def summary(result: Plan) -> list[str]:
+    """A plan as a reviewer reads it: each command, and `write PATH` / `remove PATH`."""
+    out = []
+    for change in result.changes:
+        if isinstance(change, RunCommand):
+            out.append(change.shell)
+        elif isinstance(change, WriteFile):
+            out.append(f"write {change.path}")
+        else:
+            out.append(f"remove {change.path}")
+    return out

@@ -25,22 +25,11 @@ from .builders import (
     clean_state,
     converged_state,
     seed_spec,
+    summary,
     with_route,
 )
 
 U = str(UNREACHABLE_METRIC)
-
-
-def summary(result: Plan) -> list[str]:
-    out = []
-    for change in result.changes:
-        if isinstance(change, RunCommand):
-            out.append(change.shell)
-        elif isinstance(change, WriteFile):
-            out.append(f"write {change.path}")
-        else:
-            out.append(f"remove {change.path}")
-    return out
 
 
 def commands(result: Plan) -> list[str]:

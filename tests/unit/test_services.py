@@ -12,13 +12,13 @@ import pytest
 from mgmt_vrf import paths
 from mgmt_vrf.hoststate import FileState, HostState, UnitState
 from mgmt_vrf.model import HostSpec
-from mgmt_vrf.plan import RemoveFile, RunCommand, WriteFile, plan
+from mgmt_vrf.plan import WriteFile, plan
 from mgmt_vrf.preflight import host_problems
 from mgmt_vrf.probe import parse_probe_output
 from mgmt_vrf.rollback import differences, rollback_script
 from mgmt_vrf.services import exec_start, unit_problems, wrap
 
-from .builders import converged_state, seed_spec
+from .builders import converged_state, seed_spec, summary
 
 SSHD = "/lib/systemd/system/ssh.service"
 # The lab's (Debian's) sshd unit, as `systemctl cat` shows it on a lab host.
@@ -79,18 +79,6 @@ def host(state: HostState, *units: UnitState, files: dict[str, str] | None = Non
         units={u.name: u for u in units},
         unit_files={SSHD: SSHD_UNIT, **(files or {})},
     )
-
-
-def commands(result) -> list[str]:  # type: ignore[no-untyped-def]
-    out = []
-    for c in result.changes:
-        if isinstance(c, RunCommand):
-            out.append(c.shell)
-        elif isinstance(c, WriteFile):
-            out.append(f"write {c.path}")
-        elif isinstance(c, RemoveFile):
-            out.append(f"remove {c.path}")
-    return out
 
 
 # --- the unit's own command ------------------------------------------------------------------
@@ -241,7 +229,7 @@ def test_a_listed_service_is_wrapped_then_restarted_once_the_vrf_is_built() -> N
     spec = with_services("sshd.service")
     state = host(converged_state(), sshd())
     result = plan(spec, state)
-    assert commands(result) == [
+    assert summary(result) == [
         f"write {paths.dropin('sshd.service')}",
         "systemctl daemon-reload",
         "systemctl restart sshd.service",
@@ -272,9 +260,9 @@ def test_converged_service_plans_nothing() -> None:
 def test_service_outside_its_vrf_or_failed_is_restarted_and_a_stopped_one_left() -> None:
     spec = with_services("sshd.service")
     outside = _converged_with(spec, sshd())
-    assert commands(plan(spec, outside)) == ["systemctl restart sshd.service"]
+    assert summary(plan(spec, outside)) == ["systemctl restart sshd.service"]
     failed = _converged_with(spec, sshd(active_state="failed", main_pid=0, cgroup=None))
-    assert commands(plan(spec, failed)) == ["systemctl restart sshd.service"]
+    assert summary(plan(spec, failed)) == ["systemctl restart sshd.service"]
     stopped = _converged_with(spec, sshd(active_state="inactive", main_pid=0, cgroup=None))
     assert plan(spec, stopped).converged
 
@@ -284,7 +272,7 @@ def test_a_recreated_vrf_restarts_its_services_after_the_new_device() -> None:
     state = _converged_with(spec, sshd(cgroup="/vrf/mgmt0"))
     links = dict(state.links)
     links["mgmt0"] = replace(links["mgmt0"], vrf_table=11)
-    done = commands(plan(spec, replace(state, links=links)))
+    done = summary(plan(spec, replace(state, links=links)))
     assert done.index("ip link add dev mgmt0 type vrf table 10") < done.index(
         "systemctl restart sshd.service"
     )
@@ -294,7 +282,7 @@ def test_unlisted_service_loses_its_dropin_and_restarts_outside() -> None:
     listed = with_services("sshd.service")
     state = _converged_with(listed, sshd(cgroup="/system.slice/ssh.service/vrf/mgmt0"))
     result = plan(seed_spec(), state)
-    assert commands(result) == [
+    assert summary(result) == [
         f"remove {paths.dropin('sshd.service')}",
         "systemctl daemon-reload",
         "systemctl restart sshd.service",
