@@ -30,3 +30,12 @@ def run_dir() -> Path:
 
 def cache_dir() -> Path:
     return run_dir() / "cache"
+
+
+NETWORKMANAGER_VERSION = "1.42.4"
+
+
+def networkmanager_dir() -> Path:
+    """What lab/build-networkmanager.sh builds, for the NetworkManager mode (any run dir)."""
+    default = LAB_DIR / "cache" / f"networkmanager-{NETWORKMANAGER_VERSION}"
+    return Path(os.environ.get("LAB_NM_DIR", default)).resolve()

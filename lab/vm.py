@@ -17,7 +17,7 @@ from pathlib import Path
 from lab import initramfs, keys
 from lab import topology as t
 from lab.errors import LabError
-from lab.paths import GUEST_DIR, cache_dir, run_dir
+from lab.paths import GUEST_DIR, cache_dir, networkmanager_dir, run_dir
 
 QEMU = "qemu-system-x86_64"
 VIRTFS_OPTIONS = "security_model=passthrough,readonly=on,multidevs=remap"
@@ -103,6 +103,26 @@ def cgroup_mode() -> str:
     return mode
 
 
+def network_mode(init: str) -> str:
+    """script (lab-network.sh brings the links up; fast) or networkmanager (a real
+    NetworkManager with the ifcfg-rh plugin reads the host's files, as on AlmaLinux)."""
+    mode = os.environ.get("LAB_NETWORK", "script")
+    if mode not in ("script", "networkmanager"):
+        raise LabError(f"LAB_NETWORK={mode!r}: use 'script' (default) or 'networkmanager'")
+    if mode == "networkmanager":
+        if init != "systemd":
+            raise LabError(
+                "LAB_NETWORK=networkmanager needs systemd on the hosts: at most "
+                f"{SYSTEMD_MAX_HOSTS} hosts and LAB_INIT unset or 'systemd'"
+            )
+        if not (networkmanager_dir() / "complete").exists():
+            raise LabError(
+                f"LAB_NETWORK=networkmanager: no NetworkManager build in {networkmanager_dir()}; "
+                "run `sh lab/build-networkmanager.sh` first (about a minute)"
+            )
+    return mode
+
+
 def memory_mib(hosts: int) -> int:
     # Measured: about 25 MiB per host (sshd, hostboot, overlay) plus the VM's own base.
     return max(1024, 768 + 40 * hosts)
@@ -129,6 +149,8 @@ def start(hosts: int, max_hosts: int) -> VmState:
                 "base_port": t.base_port(),
                 "init": init_mode(hosts),
                 "cgroup": cgroup_mode(),
+                "network": network_mode(init_mode(hosts)),
+                "networkmanager": str(networkmanager_dir()),
             }
         )
         + "\n"

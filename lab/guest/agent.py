@@ -29,7 +29,7 @@ CGROUP2 = {"v1": Path("/run/lab-cgroup2/lab"), "v2": Path("/sys/fs/cgroup/lab")}
 SYSTEMD_V1 = Path("/sys/fs/cgroup/systemd/lab")
 # "systemd": each host boots Debian's systemd in a systemd-nspawn container;
 # "runner": hostboot.py stands in for it (lighter, for very large labs).
-MODE = {"init": "systemd", "cgroup": "v2"}
+MODE = {"init": "systemd", "cgroup": "v2", "network": "script"}
 LAB_NETWORK_UNIT = f"""[Unit]
 Description=Lab network bring-up (stands in for NetworkManager)
 DefaultDependencies=no
@@ -45,6 +45,61 @@ ExecStart=/bin/sh {GUEST / "lab-network.sh"}
 [Install]
 WantedBy=multi-user.target
 """
+# The network mode "networkmanager": units as AlmaLinux's NetworkManager package ships them
+# (upstream 1.42's, paths as on EL), the daemon built by lab/build-networkmanager.sh.
+NM_UNIT = """[Unit]
+Description=Network Manager
+Documentation=man:NetworkManager(8)
+Wants=network.target
+After=network-pre.target dbus.service
+Before=network.target
+
+[Service]
+Type=dbus
+BusName=org.freedesktop.NetworkManager
+ExecReload=/usr/bin/busctl call org.freedesktop.NetworkManager /org/freedesktop/NetworkManager \
+org.freedesktop.NetworkManager Reload u 0
+ExecStart=/usr/sbin/NetworkManager --no-daemon
+Restart=on-failure
+KillMode=process
+LimitNOFILE=65536
+
+[Install]
+WantedBy=multi-user.target
+Also=NetworkManager-wait-online.service
+"""
+NM_WAIT_ONLINE_UNIT = """[Unit]
+Description=Network Manager Wait Online
+Documentation=man:nm-online(1) man:NetworkManager(8)
+Requires=NetworkManager.service
+After=NetworkManager.service
+Before=network-online.target
+
+[Service]
+Type=oneshot
+ExecStart=/usr/bin/nm-online -s -q
+RemainAfterExit=yes
+Environment=NM_ONLINE_TIMEOUT=60
+
+[Install]
+WantedBy=network-online.target
+"""
+NM_CONF = """# Configuration file for NetworkManager.
+#
+# See "man 5 NetworkManager.conf" for details.
+#
+# The directory /etc/NetworkManager/conf.d/ can contain additional .conf
+# files. See "man 5 NetworkManager.conf" for details.
+
+[main]
+#plugins=ifcfg-rh
+
+[logging]
+# When debugging NetworkManager, enabling debug logging is of great help.
+#level=DEBUG
+#domains=ALL
+"""
+
 MASKED_UNITS = (
     "modprobe@.service",
     "sys-kernel-debug.mount",
@@ -175,8 +230,11 @@ def build_base(run: Path) -> None:
     units = base / "usr/lib/systemd/system"
     write(units / "lab-network.service", LAB_NETWORK_UNIT)
     (units / "multi-user.target.wants").mkdir(parents=True, exist_ok=True)
-    for unit in ("lab-network.service", "ssh.service"):
+    network = "NetworkManager.service" if MODE["network"] == "networkmanager" else None
+    for unit in (network or "lab-network.service", "ssh.service"):
         (units / "multi-user.target.wants" / unit).symlink_to(f"../{unit}")
+    if network:
+        install_networkmanager(run, base)
     # Units that only cost boot time in a container under emulation (kernel modules, debug
     # filesystems, a per-login user manager, consoles, periodic cleanups).
     (base / "etc/systemd/system").mkdir(parents=True, exist_ok=True)
@@ -220,6 +278,34 @@ def build_base(run: Path) -> None:
     ssh.mkdir(parents=True, exist_ok=True)
     ssh.chmod(0o700)
     write(ssh / "authorized_keys", (run / "id_ed25519.pub").read_text(), 0o600)
+
+
+def install_networkmanager(run: Path, base: Path) -> None:
+    """NetworkManager with the ifcfg-rh plugin where AlmaLinux has it, owning eth0..eth2 from
+    the host's ifcfg files and keyfiles; the lab's own addressing script is not enabled."""
+    built = Path(str(config(run)["networkmanager"]))
+    units = base / "usr/lib/systemd/system"
+    write(units / "NetworkManager.service", NM_UNIT)
+    write(units / "NetworkManager-wait-online.service", NM_WAIT_ONLINE_UNIT)
+    (units / "network-online.target.wants").mkdir(parents=True, exist_ok=True)
+    (units / "network-online.target.wants/NetworkManager-wait-online.service").symlink_to(
+        "../NetworkManager-wait-online.service"
+    )
+    plugins = base / (built / "plugindir").read_text().strip().lstrip("/")
+    plugins.mkdir(parents=True, exist_ok=True)
+    (plugins / "libnm-settings-plugin-ifcfg-rh.so").symlink_to(
+        built / "libnm-settings-plugin-ifcfg-rh.so"
+    )
+    (base / "usr/sbin").mkdir(parents=True, exist_ok=True)
+    (base / "usr/sbin/NetworkManager").symlink_to(built / "NetworkManager")
+    (base / "usr/bin").mkdir(parents=True, exist_ok=True)
+    for tool in ("nmcli", "nm-online"):
+        (base / "usr/bin" / tool).symlink_to(built / tool)
+    for policy in ("org.freedesktop.NetworkManager.conf", "nm-ifcfg-rh.conf"):
+        write(base / "usr/share/dbus-1/system.d" / policy, (built / policy).read_text())
+    write(base / "etc/NetworkManager/NetworkManager.conf", NM_CONF)
+    for d in ("etc/NetworkManager/conf.d", "var/lib/NetworkManager", "usr/lib/NetworkManager"):
+        (base / d).mkdir(parents=True, exist_ok=True)
 
 
 # --- root namespace and control sshd ------------------------------------------------
@@ -736,6 +822,7 @@ def init(run: Path) -> None:
         os.environ["LAB_BASE_PORT"] = str(cfg.get("base_port", 2200))
         MODE["init"] = str(cfg.get("init", "runner"))
         MODE["cgroup"] = str(cfg.get("cgroup", "v2"))
+        MODE["network"] = str(cfg.get("network", "script"))
         STATE.mkdir(parents=True, exist_ok=True)
         ip_batch(
             [
@@ -776,6 +863,7 @@ def main(argv: list[str]) -> int:
     os.environ["LAB_BASE_PORT"] = str(config(run).get("base_port", 2200))
     MODE["init"] = str(config(run).get("init", "runner"))
     MODE["cgroup"] = str(config(run).get("cgroup", "v2"))
+    MODE["network"] = str(config(run).get("network", "script"))
     try:
         if verb == "ensure-hosts":
             ensure_hosts(run, int(args[0]))
