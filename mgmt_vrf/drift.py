@@ -22,7 +22,8 @@ EXIT_CONVERGED = 0
 EXIT_DRIFT = 1
 EXIT_TROUBLE = 2  # unreachable, refused or failed: the report cannot vouch for the host
 
-# Commands that only follow a file change (the file is already listed as a difference).
+# Commands that only follow a file change (the file is already listed as a difference);
+# every nmcli command does (a reload, or NetworkManager activating the new profiles).
 _FOLLOW_UPS = {("nmcli", "connection", "reload"), ("systemctl", "daemon-reload")}
 
 
@@ -68,7 +69,7 @@ def differences(plan: Plan) -> list[str]:
     found: list[str] = []
     for change in plan.changes:
         if isinstance(change, RunCommand):
-            if tuple(change.argv) in _FOLLOW_UPS:
+            if tuple(change.argv) in _FOLLOW_UPS or change.argv[0] == "nmcli":
                 continue
             route = _route_words(change)
             sentence = f"{change.why}: {route}" if route else change.why

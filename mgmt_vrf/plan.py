@@ -55,6 +55,9 @@ class RemoveFile:
 class RunCommand:
     argv: Argv
     why: str
+    # A shell condition checked on the host just before the command: when it holds, the
+    # command is skipped. Set where NetworkManager may already have done the same thing.
+    unless: str | None = None
 
     @property
     def shell(self) -> str:
@@ -79,7 +82,8 @@ class Plan:
         lines: list[str] = []
         for change in self.changes:
             if isinstance(change, RunCommand):
-                lines.append(f"$ {change.shell}    # {change.why}")
+                guard = " (unless NetworkManager did it)" if change.unless else ""
+                lines.append(f"$ {change.shell}    # {change.why}{guard}")
             elif isinstance(change, WriteFile):
                 verb = "create" if change.old is None else "update"
                 lines.append(f"{verb} {change.path} (mode {change.mode}) # {change.why}")
@@ -281,14 +285,30 @@ def _service_changes(
     return changes
 
 
-def _step_changes(steps: list[Step], state: HostState) -> list[Change]:
+def _step_changes(steps: list[Step], state: HostState, guarded: bool = False) -> list[Change]:
     changes: list[Change] = []
     for step in steps:
         if step.holds(state):
             continue
+        unless = step.shell_check if guarded else None
         for argv in commands_for(step, state):
-            changes.append(RunCommand(argv, step.what))
+            changes.append(RunCommand(argv, step.what, unless))
     return changes
+
+
+def activations(spec: HostSpec) -> list[Change]:
+    """A running NetworkManager applies the new profiles itself: bringing a port's profile up
+    brings its VRF's profile up first. Otherwise NetworkManager would keep the old profile
+    active on the port until the next boot, and its autoconnect of the new VRF profile would
+    race with our own commands."""
+    return [
+        RunCommand(
+            ("nmcli", "--wait", "90", "connection", "up", "id", port),
+            f"NetworkManager activates {port} as a port of {vrf.name}",
+        )
+        for vrf in spec.present_vrfs
+        for port in vrf.ports
+    ]
 
 
 def plan(spec: HostSpec, state: HostState) -> Plan:
@@ -306,8 +326,23 @@ def plan(spec: HostSpec, state: HostState) -> Plan:
     # A renamed VRF goes first, so its successor can take its port and table; what follows
     # is planned from the state that teardown leaves.
     replaced = replaced_vrfs(spec)
-    changes += _step_changes(teardown_steps(spec, replaced), state)
-    changes += _step_changes(network_steps, after_teardown(spec, replaced, state))
+    runtime_steps = [
+        (teardown_steps(spec, replaced), state),
+        (network_steps, after_teardown(spec, replaced, state)),
+    ]
+    # With NetworkManager running, new profiles and a host to change, NetworkManager makes
+    # the change and our own steps only repair what it left undone, each checked again on
+    # the host first. An edited profile alone is only reloaded: the host already holds.
+    nm_applies = (
+        backend == "networkmanager"
+        and state.network_manager.running
+        and profiles_changed
+        and any(_step_changes(steps, at) for steps, at in runtime_steps)
+    )
+    if nm_applies:
+        changes += activations(spec)
+    for steps, at in runtime_steps:
+        changes += _step_changes(steps, at, nm_applies)
     # Services move once their VRFs are in place (sshd too: this whole run is under the
     # armed rollback, which restarts it as it was if the new one cannot be reached).
     changes += _restart_changes(spec, state, changes)

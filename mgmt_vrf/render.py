@@ -9,7 +9,7 @@ from pathlib import Path
 import jinja2
 
 from . import paths
-from .model import HostSpec, Interface, Vrf
+from .model import UNREACHABLE_METRIC, HostSpec, Interface, Vrf
 from .steps import l3mdev_sysctls, port_sysctls, present_steps, sysctl_slash_key
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "files"
@@ -37,7 +37,10 @@ def _render(template: str, **values: object) -> str:
 
 def vrf_keyfile(vrf: Vrf) -> str:
     return _render(
-        "vrf.nmconnection.j2", vrf=vrf, uuid=uuid.uuid5(_UUID_NAMESPACE, f"vrf:{vrf.name}")
+        "vrf.nmconnection.j2",
+        vrf=vrf,
+        uuid=uuid.uuid5(_UUID_NAMESPACE, f"vrf:{vrf.name}"),
+        unreachable_metric=UNREACHABLE_METRIC,
     )
 
 

@@ -48,6 +48,9 @@ def executed(script: str) -> list[tuple[str, ...]]:
     for line in lines:
         if " || fail " not in line:
             continue
+        # A command guarded by a check runs as `if ! { CHECK; }; then COMMAND || fail ...`.
+        if line.startswith("if ! { "):
+            line = line.split("; }; then ", 1)[1]
         argv = tuple(shlex.split(line.split(" || fail ")[0]))
         if argv[:2] == ("ip", "-batch") or argv[:3] in (
             ("ip", "-4", "-batch"),
@@ -66,7 +69,10 @@ def executed(script: str) -> list[tuple[str, ...]]:
 
 def test_apply_script_runs_every_change_in_order_and_stops_at_the_first_failure() -> None:
     spec = seed_spec()
-    result = plan(spec, broken_state())
+    # NetworkManager stopped: our own commands make the change, unguarded and batched.
+    state = broken_state()
+    state = replace(state, network_manager=replace(state.network_manager, running=False))
+    result = plan(spec, state)
     script = apply.apply_script(result)
     assert subprocess.run(["sh", "-n"], input=script, text=True).returncode == 0
     runs = [
@@ -241,3 +247,25 @@ def test_wait_gives_up_on_a_running_apply_after_its_wait(tmp_path: Path) -> None
     out = sh("sh", "-c", argv.replace(paths.RUN_DIR, str(run))).stdout.splitlines()
     assert apply.parse_run_status(out).apply == "running"
     assert time.monotonic() - begin < 10
+
+
+def test_with_networkmanager_running_each_command_is_checked_on_the_host_first() -> None:
+    result = plan(seed_spec(), broken_state())
+    script = apply.apply_script(result)
+    assert subprocess.run(["sh", "-n"], input=script, text=True).returncode == 0
+    lines = script.splitlines()
+    activation = lines.index(
+        "nmcli --wait 90 connection up id eth2 || fail 'NetworkManager activates eth2 as a port "
+        "of mgmt0: nmcli --wait 90 connection up id eth2'"
+    )
+    guarded = [i for i, line in enumerate(lines) if line.startswith("if ! { ")]
+    assert guarded and min(guarded) > activation
+    assert not any(line.startswith("ip ") for line in lines)
+    # The guard is the boot script's check: where it holds, the command is skipped.
+    rule = next(line for line in lines if "l3mdev protocol kernel" in line and "-4" in line)
+    done = subprocess.run(
+        ["sh", "-c", rule.replace("ip -4 rule show", "echo 1000: from all lookup [l3mdev-table]")
+         .replace("ip -4 rule add", "exit 7; ip")],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 0

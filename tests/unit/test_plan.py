@@ -62,6 +62,9 @@ def test_clean_host_full_plan_in_safe_order() -> None:
         "systemctl daemon-reload",
         "mkdir -p /etc/systemd/system/multi-user.target.wants",
         f"ln -sfn {paths.UNIT} {paths.UNIT_WANTS_LINK}",
+        # NetworkManager runs there: it brings the port up (and its VRF with it); each of
+        # our own commands then runs only if its check still fails on the host.
+        "nmcli --wait 90 connection up id eth2",
         "ip -4 rule add pref 1000 l3mdev protocol kernel",
         "ip -6 rule add pref 1000 l3mdev protocol kernel",
         "ip link add dev mgmt0 type vrf table 10",
@@ -75,6 +78,25 @@ def test_clean_host_full_plan_in_safe_order() -> None:
         f"ip -4 route replace default via {MGMT_GW4} table 10",
         f"ip -6 route replace default via {MGMT_GW6} table 10",
     ]
+    network = [c for c in result.changes if isinstance(c, RunCommand) and c.argv[0] == "ip"]
+    assert all(c.unless for c in network)
+
+
+def test_without_networkmanager_running_our_commands_make_the_change_unguarded() -> None:
+    state = clean_state()
+    stopped = replace(state.network_manager, running=False)
+    result = plan(seed_spec(), replace(state, network_manager=stopped))
+    assert not any(c.argv[0] == "nmcli" for c in result.changes if isinstance(c, RunCommand))
+    assert not any(c.unless for c in result.changes if isinstance(c, RunCommand))
+    assert "ip link add dev mgmt0 type vrf table 10" in commands(result)
+
+
+def test_running_networkmanager_with_only_an_edited_profile_is_not_asked_to_reactivate() -> None:
+    state = converged_state()
+    path = paths.ifcfg("eth2")
+    edited = state.files[path].text + "# a note\n"
+    state = replace(state, files={**state.files, path: FileState(path, edited.encode())})
+    assert commands(plan(seed_spec(), state)) == ["nmcli connection reload"]
 
 
 def test_two_vrfs_from_a_clean_host() -> None:
