@@ -1,0 +1,22 @@
+"""The tests of this folder need a lab whose hosts run the real NetworkManager (see
+lab/README.md, "NetworkManager mode"). Run alone, they bring up their own: an AlmaLinux 8
+shaped one (cgroup v1) of one host, beside the default lab. scripts/test.sh sets the same
+environment for its second run, which also takes the services tests."""
+
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+for key, value in {
+    "LAB_NETWORK": "networkmanager",
+    "LAB_CGROUP": "v1",
+    "LAB_HOSTS": "1",
+    "LAB_RUN_DIR": str(ROOT / "lab" / "run-el8"),
+    "LAB_BASE_PORT": "2300",
+}.items():
+    os.environ.setdefault(key, value)
+
+from lab.pytest_fixture import lab  # noqa: E402, F401

@@ -1,0 +1,141 @@
+"""The blog's files and ours, read by a real NetworkManager (1.42.4, ifcfg-rh plugin) at boot.
+
+The lab host runs NetworkManager under systemd as AlmaLinux does; `lab reboot` gives it a
+fresh network namespace, so whatever it shows after a reboot comes from the files alone.
+First the regression of the blog's root cause, then our deploy on that same host.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from lab.pytest_fixture import Lab
+from tests.e2e.deploy import (
+    MGMT_GW4,
+    MGMT_GW6,
+    SVC_GW4,
+    SVC_GW6,
+    assert_converged,
+    converge,
+    results,
+)
+
+SCRIPTS = "/etc/sysconfig/network-scripts"
+KEYFILES = "/etc/NetworkManager/system-connections"
+
+
+@pytest.fixture(scope="module")
+def host(lab: Lab) -> str:
+    mode = json.loads((lab.run / "vm.json").read_text()).get("network")
+    if mode != "networkmanager":
+        raise AssertionError(
+            f"the lab in {lab.run} runs without NetworkManager (network={mode!r}); take it "
+            "down, or run these tests with LAB_NETWORK=networkmanager and another "
+            "LAB_RUN_DIR/LAB_BASE_PORT (scripts/test.sh does)"
+        )
+    name = lab.hosts[0]
+    lab.reset(name)
+    return name
+
+
+def nmcli(lab: Lab, host: str, args: str) -> list[list[str]]:
+    """`nmcli -t` fields per line (no field of ours holds a colon)."""
+    return [line.split(":") for line in lab.check(host, f"nmcli -t {args}").splitlines()]
+
+
+def profiles(lab: Lab, host: str) -> dict[str, tuple[str, str, str]]:
+    """Every profile NetworkManager knows: name -> (device it is active on, active, file)."""
+    rows = nmcli(lab, host, "-f NAME,DEVICE,ACTIVE,FILENAME connection show")
+    return {name: (device, active, file) for name, device, active, file in rows}
+
+
+def routes(lab: Lab, host: str, family: int, table: str) -> list[dict[str, object]]:
+    return lab.json(host, f"ip -j -{family} route show table {table} default") or []
+
+
+def nm_journal(lab: Lab, host: str) -> str:
+    return lab.check(host, "journalctl -b -o cat --no-pager -u NetworkManager")
+
+
+def test_the_blogs_files_boot_into_the_blogs_failure(lab: Lab, host: str) -> None:
+    lab.seed_broken(host)  # the blog's six files, then a reboot
+
+    found = profiles(lab, host)
+    # Two profiles for eth2: NetworkManager activates ifcfg-eth2, never the VRF port.
+    assert found["eth2"][:2] == ("eth2", "yes")
+    assert found["vrf.eth2"][:2] == ("", "no")
+    assert found["vrf.eth2"][2] == f"{SCRIPTS}/ifcfg-vrf.eth2"
+    port = nmcli(lab, host, "-f connection.master,connection.slave-type connection show vrf.eth2")
+    assert port == [["connection.master", "mgmt0"], ["connection.slave-type", "vrf"]]
+    # No profile defines mgmt0, so no VRF exists...
+    assert lab.json(host, "ip -j link show type vrf") == []
+    assert "mgmt0" not in {row[0] for row in nmcli(lab, host, "-f DEVICE device")}
+    # ...and eth2's defaults sit in the main table beside eth0's: the blog's duplicates.
+    assert {(r["gateway"], r["dev"]) for r in routes(lab, host, 4, "main")} == {
+        (SVC_GW4, "eth0"),
+        (MGMT_GW4, "eth2"),
+    }
+    assert {(r["gateway"], r["dev"]) for r in routes(lab, host, 6, "main")} == {
+        (SVC_GW6, "eth0"),
+        (MGMT_GW6, "eth2"),
+    }
+    # The route file in key form without an index is rejected, line by line.
+    log = nm_journal(lab, host)
+    assert (
+        f'ignoring invalid route at "ADDRESS=0.0.0.0" ({SCRIPTS}/route-vrf.eth2:1): '
+        'Argument for "ADDRESS=0.0.0.0" is not ADDR/PREFIX format'
+    ) in log
+
+
+def test_our_deploy_then_a_reboot_leave_networkmanager_owning_the_vrf(lab: Lab, host: str) -> None:
+    run = converge(lab.fleet_file, [host])
+    assert run.returncode == 0, (run.stdout + run.stderr)[-4000:]
+    # Live, NetworkManager already carries the change: it activated the new profiles.
+    devices = {row[0]: row[1:] for row in nmcli(lab, host, "-f DEVICE,STATE,CONNECTION device")}
+    assert devices["mgmt0"] == ["connected", "mgmt0"]
+    assert devices["eth2"] == ["connected", "eth2"]
+
+    lab.reboot(host)
+    found = profiles(lab, host)
+    # Exactly one profile per device, each active and each from the file we expect.
+    assert {name: value for name, value in found.items() if name != "lo"} == {
+        "eth0": ("eth0", "yes", f"{SCRIPTS}/ifcfg-eth0"),
+        "eth1": ("eth1", "yes", f"{SCRIPTS}/ifcfg-eth1"),
+        "eth2": ("eth2", "yes", f"{SCRIPTS}/ifcfg-eth2"),
+        "mgmt0": ("mgmt0", "yes", f"{KEYFILES}/mgmt0.nmconnection"),
+    }
+    assert nmcli(lab, host, "-f vrf.table connection show mgmt0") == [["vrf.table", "10"]]
+    assert nmcli(lab, host, "-f connection.master,connection.slave-type connection show eth2") == [
+        ["connection.master", "mgmt0"],
+        ["connection.slave-type", "vrf"],
+    ]
+    (vrf,) = lab.json(host, "ip -j -d link show type vrf")
+    assert (vrf["ifname"], vrf["linkinfo"]["info_data"]["table"]) == ("mgmt0", 10)
+    assert lab.json(host, "ip -j link show dev eth2")[0]["master"] == "mgmt0"
+    # The VRF's routes are NetworkManager's own (proto static: our repairs would be proto
+    # boot), the unreachable guards included, in both families.
+    for family, gateway in ((4, MGMT_GW4), (6, MGMT_GW6)):
+        table10 = {
+            (r.get("type", "unicast"), r.get("gateway"), r["protocol"])
+            for r in routes(lab, host, family, "10")
+        }
+        assert table10 == {("unicast", gateway, "static"), ("unreachable", None, "static")}
+    # The main table holds only the service defaults.
+    assert [(r["gateway"], r["dev"]) for r in routes(lab, host, 4, "main")] == [(SVC_GW4, "eth0")]
+    assert [(r["gateway"], r["dev"]) for r in routes(lab, host, 6, "main")] == [(SVC_GW6, "eth0")]
+    # Our boot unit ran after NetworkManager had finished, and found nothing to do.
+    unit = lab.check(host, "journalctl -b -o cat --no-pager -u mgmt-vrf.service")
+    assert "mgmt-vrf: nothing to repair" in unit, unit
+    assert "repairs done" not in unit
+    # NetworkManager accepted every file of ours: no warning about them in its log.
+    warnings = [line for line in nm_journal(lab, host).splitlines() if "<warn>" in line]
+    assert not [line for line in warnings if "ifcfg-eth" in line or "mgmt0" in line], warnings
+    lab.new_connection(host)
+    assert_converged(lab, lab.fleet_file, host)
+
+
+def test_our_deploy_on_a_converged_networkmanager_host_changes_nothing(lab: Lab, host: str) -> None:
+    run = converge(lab.fleet_file, [host])
+    assert results(run) == (0, 0, 1), (run.stdout + run.stderr)[-4000:]
