@@ -6,12 +6,12 @@
 # default settings plugin, internal DHCP) with the features a lab host has no use for off.
 # nmcli and nm-online are Debian's, of the same version (they talk to the daemon over D-Bus).
 #
-# Output: lab/run/cache/networkmanager-1.42.4/ (kept by `lab down`); a second run finds it
+# Output: lab/cache/networkmanager-1.42.4/ (whatever LAB_RUN_DIR is); a second run finds it
 # there and does nothing. Safe to run again; starts no service.
 set -eu
 cd "$(dirname "$0")/.."
 version=1.42.4
-out=${LAB_NM_DIR:-$PWD/lab/run/cache/networkmanager-$version}
+out=${LAB_NM_DIR:-$PWD/lab/cache/networkmanager-$version}
 if [ -f "$out/complete" ]; then
     echo "lab: NetworkManager $version already built in $out"
     exit 0
@@ -43,7 +43,7 @@ trap 'rm -rf "$work"' EXIT
 chmod 755 "$work"
 cd "$work"
 # As root, apt warns that its sandbox user cannot write here; the download is the same.
-apt-get source -qq network-manager </dev/null 2>&1 | grep -v '^W: Download is performed unsandboxed' >&2 || true
+apt-get source -qq network-manager </dev/null 2>&1 >/dev/null | grep -v '^W: Download is performed unsandboxed' >&2 || true
 apt-get download -qq network-manager </dev/null 2>&1 | grep -v '^W: Download is performed unsandboxed' >&2 || true
 s=$work/network-manager-$version
 [ -d "$s" ] || { echo "lab: no network-manager-$version source in $work" >&2; exit 1; }
