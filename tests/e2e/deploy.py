@@ -22,6 +22,26 @@ MGMT_GW4, MGMT_GW6 = "203.0.113.1", "2001:db8:1::1"
 ETH0_4, ETH2_4 = "198.51.100.10", "203.0.113.10"
 UNREACHABLE = 4278198272
 
+WRONG_GW4 = "203.0.113.99"
+TEST_ROLLBACK_TIMEOUT = 30
+
+
+def wrong_gateway_fleet(fleet: Path, host: str, out: Path) -> Path:
+    """A management gateway that cuts ssh, with sshd listed to run inside the VRF: the
+    rollback must also put sshd back as it was."""
+    text = fleet.read_text()
+    good = f'[hosts.{host}.vrfs.mgmt0]\ntable = 10\nports = ["eth2"]\ngateway4 = "{MGMT_GW4}"'
+    assert good in text
+    wrong = good.replace(MGMT_GW4, WRONG_GW4).replace(
+        'ports = ["eth2"]\n', 'ports = ["eth2"]\nservices = ["sshd"]\n'
+    )
+    text = text.replace(good, wrong)
+    text = text.replace(
+        f"[hosts.{host}]\n", f"[hosts.{host}]\nrollback_timeout = {TEST_ROLLBACK_TIMEOUT}\n"
+    )
+    out.write_text(text)
+    return out
+
 
 def pyinfra(
     fleet: Path, *args: str, hosts: list[str] | None = None, timeout: float = 900

@@ -26,6 +26,7 @@ from .deploy import (
     MGMT_GW6,
     SVC_GW4,
     SVC_GW6,
+    TEST_ROLLBACK_TIMEOUT,
     assert_converged,
     converge,
     converge_in_background,
@@ -35,6 +36,7 @@ from .deploy import (
     planned_commands,
     pyinfra,
     results,
+    wrong_gateway_fleet,
 )
 
 
@@ -51,27 +53,6 @@ class FirstRun:
     run: subprocess.CompletedProcess[str]
     before: dict[str, Any]  # the wrong host's combined fact before the run
     counts: dict[str, int]  # ssh sessions each host received during the run
-
-
-WRONG_GW4 = "203.0.113.99"
-TEST_ROLLBACK_TIMEOUT = 30
-
-
-def wrong_gateway_fleet(fleet: Path, host: str, out: Path) -> Path:
-    """A management gateway that cuts ssh, with sshd listed to run inside the VRF: the
-    rollback must also put sshd back as it was."""
-    text = fleet.read_text()
-    good = f'[hosts.{host}.vrfs.mgmt0]\ntable = 10\nports = ["eth2"]\ngateway4 = "{MGMT_GW4}"'
-    assert good in text
-    wrong = good.replace(MGMT_GW4, WRONG_GW4).replace(
-        'ports = ["eth2"]\n', 'ports = ["eth2"]\nservices = ["sshd"]\n'
-    )
-    text = text.replace(good, wrong)
-    text = text.replace(
-        f"[hosts.{host}]\n", f"[hosts.{host}]\nrollback_timeout = {TEST_ROLLBACK_TIMEOUT}\n"
-    )
-    out.write_text(text)
-    return out
 
 
 @pytest.fixture(scope="module")
