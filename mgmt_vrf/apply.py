@@ -21,7 +21,7 @@ from ipaddress import ip_interface
 
 from . import paths
 from .commands import Argv, backup, backup_and_remove, install_staged, to_shell
-from .plan import Plan, RemoveFile, RunCommand, WriteFile
+from .plan import Plan, RemoveFile, RunCommand, WriteFile, activated_ports
 from .rollback import touched_paths
 
 # Seconds the apply waits before its first change: the ssh command that started it must
@@ -121,6 +121,13 @@ def apply_script(plan: Plan) -> str:
                 f"cp -p {_q(path)} {_q(saved)}; fi",
                 f"save {path}",
             )
+        )
+    if activated_ports(plan):
+        # For rollback.sh: NetworkManager's choice among several profiles for a device is
+        # not in the files, so it is read before the change.
+        lines.append(
+            f"nmcli -t -f UUID,DEVICE connection show --active >{_q(paths.NM_ACTIVE)} "
+            f"|| fail 'read the profiles NetworkManager has active'"
         )
     lines.append(f"mkdir -p -m 0700 {_q(paths.STAGING_DIR)} || fail 'staging directory'")
     batch: list[RunCommand] = []

@@ -93,5 +93,7 @@ ROLLBACK_STATUS = f"{RUN_DIR}/rollback.status"
 RUN_LOG = f"{RUN_DIR}/log"
 # Copies of every file the run replaces or removes, at their own path below this directory.
 SAVED_DIR = f"{RUN_DIR}/saved"
+# Which profile NetworkManager had active on each device before the change ("UUID:DEVICE").
+NM_ACTIVE = f"{RUN_DIR}/nm-active"
 STAGING_DIR = f"{RUN_DIR}/staging"
 ROLLBACK_UNIT = "mgmt-vrf-rollback"

@@ -296,6 +296,16 @@ def _step_changes(steps: list[Step], state: HostState, guarded: bool = False) ->
     return changes
 
 
+def activated_ports(plan: Plan) -> list[str]:
+    """The ports whose profiles the plan has NetworkManager activate."""
+    return [
+        c.argv[-1]
+        for c in plan.changes
+        if isinstance(c, RunCommand)
+        and c.argv[:6] == ("nmcli", "--wait", "90", "connection", "up", "id")
+    ]
+
+
 def activations(spec: HostSpec) -> list[Change]:
     """A running NetworkManager applies the new profiles itself: bringing a port's profile up
     brings its VRF's profile up first. Otherwise NetworkManager would keep the old profile

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from . import paths
 from .hoststate import MAIN_TABLE, HostState, RouteEntry
 from .model import HostSpec
-from .plan import Plan, RemoveFile, RunCommand, WriteFile
+from .plan import Plan, RemoveFile, RunCommand, WriteFile, activated_ports
 from .steps import SELECTING_WORDS, l3mdev_sysctls, route_match_words, sysctl_slash_key
 
 # Route types the kernel derives from addresses; they come back by themselves.
@@ -172,6 +172,20 @@ def _runtime_lines(spec: HostSpec, before: HostState) -> list[str]:
     return lines
 
 
+def _reactivation_lines(plan: Plan) -> list[str]:
+    """Where the change had NetworkManager activate the new profiles, it brings up again the
+    profile it had active on each port before (restored with the files); left alone, it
+    would take the restored addresses as an unmanaged, externally made connection."""
+    lines = []
+    for port in activated_ports(plan):
+        uuid = f"awk -F: -v d={_q(port)} '$2 == d {{ print $1 }}' {_q(paths.NM_ACTIVE)}"
+        lines.append(
+            f'uuid=$({uuid} 2>/dev/null); [ -z "$uuid" ] || '
+            'nmcli --wait 30 connection up uuid "$uuid"'
+        )
+    return lines
+
+
 def restarted_units(plan: Plan) -> list[str]:
     return [
         c.argv[2]
@@ -215,6 +229,7 @@ def rollback_script(spec: HostSpec, before: HostState, plan: Plan) -> str:
             line if line.startswith("#") or line.endswith("2>/dev/null") else f"{line} 2>/dev/null"
             for line in _runtime_lines(spec, before)
         ]
+    lines += _reactivation_lines(plan)
     lines += _restart_lines(before, plan)
     lines += [
         'echo done > "$run/rollback.status"',

@@ -8,6 +8,7 @@ First the regression of the blog's root cause, then our deploy on that same host
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -19,7 +20,9 @@ from tests.e2e.deploy import (
     SVC_GW6,
     assert_converged,
     converge,
+    fact,
     results,
+    wrong_gateway_fleet,
 )
 
 SCRIPTS = "/etc/sysconfig/network-scripts"
@@ -87,6 +90,31 @@ def test_the_blogs_files_boot_into_the_blogs_failure(lab: Lab, host: str) -> Non
         f'ignoring invalid route at "ADDRESS=0.0.0.0" ({SCRIPTS}/route-vrf.eth2:1): '
         'Argument for "ADDRESS=0.0.0.0" is not ADDR/PREFIX format'
     ) in log
+
+
+def test_a_change_that_cuts_ssh_is_rolled_back_with_networkmanager_running(
+    lab: Lab, host: str, tmp_path: Path
+) -> None:
+    # From the blog's state, a management gateway that does not exist: NetworkManager makes
+    # the change, no new ssh connection gets through, and the host's timer rolls it back.
+    wrong = wrong_gateway_fleet(lab.fleet_file, host, tmp_path / "fleet.toml")
+    before = fact(wrong, host, "VrfHostState")
+    run = converge(wrong, [host])
+    out = run.stdout + run.stderr
+    assert run.returncode != 0, out[-4000:]
+    assert f"[{host}] mgmt-vrf: ROLLED BACK: the change ended, but no new ssh" in out, out[-4000:]
+    assert "not exactly as before" not in out, out[-4000:]
+    assert lab.check(host, "echo back").strip() == "back"
+    assert fact(wrong, host, "VrfHostState") == before
+    # NetworkManager is back on the blog's profiles, with nothing left of the change.
+    found = profiles(lab, host)
+    assert "mgmt0" not in found
+    assert (found["eth2"][:2], found["vrf.eth2"][:2]) == (("eth2", "yes"), ("", "no"))
+    assert "mgmt0" not in {row[0] for row in nmcli(lab, host, "-f DEVICE device")}
+    assert nmcli(lab, host, "-f GENERAL.CONNECTION,GENERAL.STATE device show eth2") == [
+        ["GENERAL.CONNECTION", "eth2"],
+        ["GENERAL.STATE", "100 (connected)"],
+    ]
 
 
 def test_our_deploy_then_a_reboot_leave_networkmanager_owning_the_vrf(lab: Lab, host: str) -> None:

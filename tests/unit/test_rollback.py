@@ -7,9 +7,11 @@ their content is checked line by line against the state they must restore.
 from __future__ import annotations
 
 import subprocess
+import tempfile
 from dataclasses import replace
 
 from mgmt_vrf import paths
+from mgmt_vrf.apply import apply_script
 from mgmt_vrf.hoststate import MAIN_TABLE, FileState, Link, RouteEntry, RuleEntry
 from mgmt_vrf.plan import plan
 from mgmt_vrf.rollback import differences, rollback_script, touched_paths
@@ -150,3 +152,38 @@ def test_differences_see_a_leftover_l3mdev_rule_and_a_stray_default() -> None:
     assert (
         differences(spec, before, replace(before, links={**before.links, "x": Link("x", 9)})) == []
     )
+
+
+def test_networkmanager_brings_back_the_profile_it_had_active_on_the_port() -> None:
+    spec = seed_spec()
+    result = plan(spec, broken_state())  # NetworkManager runs there: it activates eth2
+    apply_lines = apply_script(result).splitlines()
+    record = next(i for i, line in enumerate(apply_lines) if paths.NM_ACTIVE in line)
+    first_network = next(i for i, line in enumerate(apply_lines) if line.startswith("nmcli --wait"))
+    assert record < first_network
+    script = rollback_script(spec, broken_state(), result)
+    (line,) = [line for line in script.splitlines() if "connection up uuid" in line]
+    # The UUID it had on eth2, read from what the apply recorded; none recorded, no call.
+    active = (
+        "3a73717e-65ab-93e8-b518-24f5af32dc0d:eth2\n24ce7c5a-2707-cdbc-c4de-c3a0edd68a9d:eth1\n"
+    )
+    fake = 'nmcli() { echo "nmcli $*"; }\n'
+    for recorded, expected in ((active, "3a73717e-65ab-93e8-b518-24f5af32dc0d"), ("", None)):
+        with tempfile.TemporaryDirectory() as d:
+            path = f"{d}/nm-active"
+            with open(path, "w") as f:
+                f.write(recorded)
+            out = subprocess.run(
+                ["sh", "-c", fake + line.replace(paths.NM_ACTIVE, path)],
+                capture_output=True, text=True,
+            ).stdout  # fmt: skip
+        assert out == (f"nmcli --wait 30 connection up uuid {expected}\n" if expected else "")
+    assert script.index("connection up uuid") > script.index("nmcli connection reload")
+
+
+def test_without_networkmanager_activations_nothing_is_recorded_or_reactivated() -> None:
+    state = broken_state()
+    state = replace(state, network_manager=replace(state.network_manager, running=False))
+    result = plan(seed_spec(), state)
+    assert paths.NM_ACTIVE not in apply_script(result)
+    assert "connection up" not in rollback_script(seed_spec(), state, result)
