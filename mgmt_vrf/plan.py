@@ -296,13 +296,15 @@ def _step_changes(steps: list[Step], state: HostState, guarded: bool = False) ->
     return changes
 
 
+_ACTIVATE: Argv = ("nmcli", "--wait", "90", "connection", "up", "id")
+
+
 def activated_ports(plan: Plan) -> list[str]:
     """The ports whose profiles the plan has NetworkManager activate."""
     return [
         c.argv[-1]
         for c in plan.changes
-        if isinstance(c, RunCommand)
-        and c.argv[:6] == ("nmcli", "--wait", "90", "connection", "up", "id")
+        if isinstance(c, RunCommand) and c.argv[: len(_ACTIVATE)] == _ACTIVATE
     ]
 
 
@@ -313,7 +315,7 @@ def activations(spec: HostSpec) -> list[Change]:
     race with our own commands."""
     return [
         RunCommand(
-            ("nmcli", "--wait", "90", "connection", "up", "id", port),
+            (*_ACTIVATE, port),
             f"NetworkManager activates {port} as a port of {vrf.name}",
         )
         for vrf in spec.present_vrfs
