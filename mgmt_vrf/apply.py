@@ -72,7 +72,7 @@ def _batchable(change: RunCommand, batch: list[RunCommand]) -> bool:
     """Consecutive `ip` commands run as one `ip -batch`: one process instead of one each,
     in the same order, stopping at the first that fails."""
     argv = change.argv
-    if change.unless is not None or argv[0] != "ip" or len(argv) < 3:
+    if change.unless is not None or change.best_effort or argv[0] != "ip" or len(argv) < 3:
         return False
     if argv[1].startswith("-") and argv[1] not in _FAMILY_FLAGS:
         return False
@@ -143,6 +143,10 @@ def apply_script(plan: Plan) -> str:
             elif change.unless is not None:
                 command = _checked(change.shell, f"{change.why}: {change.shell}")
                 lines.append(f"if ! {{ {change.unless}; }}; then {command}; fi")
+            elif change.best_effort:
+                lines.append(
+                    f"{change.shell} || echo {_q(f'mgmt-vrf: done already? {change.why}')}"
+                )
             else:
                 lines.append(_checked(change.shell, f"{change.why}: {change.shell}"))
         elif isinstance(change, RemoveFile):

@@ -58,6 +58,9 @@ class RunCommand:
     # A shell condition checked on the host just before the command: when it holds, the
     # command is skipped. Set where NetworkManager may already have done the same thing.
     unless: str | None = None
+    # Where no such condition exists (a delete the plan picked from the fact): a failure
+    # does not stop the run; the check from a new connection afterwards judges the result.
+    best_effort: bool = False
 
     @property
     def shell(self) -> str:
@@ -290,9 +293,10 @@ def _step_changes(steps: list[Step], state: HostState, guarded: bool = False) ->
     for step in steps:
         if step.holds(state):
             continue
-        unless = step.shell_check if guarded else None
+        checkable = step.shell_check != "true"
+        unless = step.shell_check if guarded and checkable else None
         for argv in commands_for(step, state):
-            changes.append(RunCommand(argv, step.what, unless))
+            changes.append(RunCommand(argv, step.what, unless, guarded and not checkable))
     return changes
 
 
@@ -310,17 +314,22 @@ def activated_ports(plan: Plan) -> list[str]:
 
 def activations(spec: HostSpec) -> list[Change]:
     """A running NetworkManager applies the new profiles itself: bringing a port's profile up
-    brings its VRF's profile up first. Otherwise NetworkManager would keep the old profile
-    active on the port until the next boot, and its autoconnect of the new VRF profile would
-    race with our own commands."""
-    return [
-        RunCommand(
-            (*_ACTIVATE, port),
-            f"NetworkManager activates {port} as a port of {vrf.name}",
-        )
-        for vrf in spec.present_vrfs
-        for port in vrf.ports
-    ]
+    brings its VRF's profile up first, and a port leaving an absent VRF comes up on its plain
+    profile while NetworkManager deletes the VRF whose profile went. Otherwise it would keep
+    the old profile active on the port until the next boot, and its own reaction to the
+    reload (autoconnecting a new VRF, deleting a removed one) would race with our commands."""
+    changes: list[Change] = []
+    seen: set[str] = set()
+    for vrf in (*spec.present_vrfs, *spec.absent_vrfs):
+        for port in vrf.ports:
+            if port in seen:
+                continue  # a renamed VRF's port: its profile is the new VRF's
+            seen.add(port)
+            role = f"a port of {vrf.name}" if vrf.state == "present" else "a plain profile"
+            changes.append(
+                RunCommand((*_ACTIVATE, port), f"NetworkManager activates {port} as {role}")
+            )
+    return changes
 
 
 def plan(spec: HostSpec, state: HostState) -> Plan:
@@ -338,9 +347,13 @@ def plan(spec: HostSpec, state: HostState) -> Plan:
     # A renamed VRF goes first, so its successor can take its port and table; what follows
     # is planned from the state that teardown leaves.
     replaced = replaced_vrfs(spec)
+    # Last: tearing a VRF down ends every session that came in through it.
+    others = [vrf for vrf in spec.absent_vrfs if vrf not in replaced]
+    final_teardown = teardown_steps(spec, others)
     runtime_steps = [
         (teardown_steps(spec, replaced), state),
         (network_steps, after_teardown(spec, replaced, state)),
+        (final_teardown, state),
     ]
     # With NetworkManager running, new profiles and a host to change, NetworkManager makes
     # the change and our own steps only repair what it left undone, each checked again on
@@ -353,14 +366,12 @@ def plan(spec: HostSpec, state: HostState) -> Plan:
     )
     if nm_applies:
         changes += activations(spec)
-    for steps, at in runtime_steps:
+    for steps, at in runtime_steps[:2]:
         changes += _step_changes(steps, at, nm_applies)
     # Services move once their VRFs are in place (sshd too: this whole run is under the
     # armed rollback, which restarts it as it was if the new one cannot be reached).
     changes += _restart_changes(spec, state, changes)
-    # Last: tearing a VRF down ends every session that came in through it.
-    others = [vrf for vrf in spec.absent_vrfs if vrf not in replaced]
-    changes += _step_changes(teardown_steps(spec, others), state)
+    changes += _step_changes(final_teardown, state, nm_applies)
     return Plan(spec.name, backend, tuple(changes))
 
 

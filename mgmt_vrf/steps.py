@@ -73,6 +73,10 @@ SELECTING_WORDS = (
 )
 
 
+def _addr_word(family: int) -> str:
+    return "inet" if family == 4 else "inet6"
+
+
 def _fam(family: int) -> str:
     return "-4" if family == 4 else "-6"
 
@@ -484,7 +488,7 @@ def _port_steps(vrf: Vrf, port: Interface) -> list[Step]:
         if address is None:
             continue
         fam = address.version
-        word = "inet" if fam == 4 else "inet6"
+        word = _addr_word(fam)
         steps.append(
             Step(
                 what=f"{p} lacks address {address} in VRF {name}",
@@ -647,7 +651,11 @@ def teardown_steps(spec: HostSpec, vrfs: Iterable[Vrf] | None = None) -> list[St
                     what=f"{port_name} still in VRF {vrf.name}, which is marked absent",
                     holds=_released(port_name, vrf.name),
                     commands=(("ip", "link", "set", "dev", port_name, "nomaster"),),
-                    shell_check="true",
+                    # Checked on the host only where NetworkManager may have done it first.
+                    shell_check=(
+                        f"! ip link show dev {_q(port_name)} 2>/dev/null | "
+                        f"{_has(f' master {vrf.name} ')}"
+                    ),
                 )
             )
             for address in (port.ipv4, port.ipv6) if port else ():
@@ -668,7 +676,11 @@ def teardown_steps(spec: HostSpec, vrfs: Iterable[Vrf] | None = None) -> list[St
                                 port_name,
                             ),
                         ),
-                        shell_check="true",
+                        shell_check=(
+                            f"ip {_fam(address.version)} addr show dev {_q(port_name)} "
+                            f"2>/dev/null | "
+                            f"{_has(f'{_addr_word(address.version)} {address} ')}"
+                        ),
                     )
                 )
         steps.append(
@@ -676,7 +688,7 @@ def teardown_steps(spec: HostSpec, vrfs: Iterable[Vrf] | None = None) -> list[St
                 what=f"VRF {vrf.name} still exists but is marked absent",
                 holds=_no_vrf_device(vrf.name),
                 commands=(("ip", "link", "del", "dev", vrf.name),),
-                shell_check="true",
+                shell_check=f"! ip link show dev {_q(vrf.name)} >/dev/null 2>&1",
             )
         )
         if vrf.table in kept_tables:
@@ -691,7 +703,11 @@ def teardown_steps(spec: HostSpec, vrfs: Iterable[Vrf] | None = None) -> list[St
                     ),
                     holds=_table_empty(vrf.table, family),
                     commands=(("ip", _fam(family), "route", "flush", "table", str(vrf.table)),),
-                    shell_check="true",
+                    # A route of a VRF profile that names no device (the unreachable
+                    # default) outlives NetworkManager's deletion of the VRF.
+                    shell_check=(
+                        f'[ -z "$(ip {_fam(family)} route show table {vrf.table} 2>/dev/null)" ]'
+                    ),
                 )
             )
     return steps

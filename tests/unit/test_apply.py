@@ -14,6 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from mgmt_vrf import apply, paths
+from mgmt_vrf.hoststate import RouteEntry
 from mgmt_vrf.plan import RemoveFile, RunCommand, WriteFile, plan
 
 from .builders import broken_state, converged_state, seed_spec
@@ -100,7 +101,9 @@ def test_apply_script_runs_every_change_in_order_and_stops_at_the_first_failure(
 def test_teardown_batches_only_lines_that_name_their_family() -> None:
     spec = seed_spec()
     spec = replace(spec, vrfs=(replace(spec.vrfs[0], state="absent"),))
-    script = apply.apply_script(plan(spec, converged_state()))
+    state = converged_state()  # NetworkManager stopped: our commands do the teardown
+    state = replace(state, network_manager=replace(state.network_manager, running=False))
+    script = apply.apply_script(plan(spec, state))
     assert subprocess.run(["sh", "-n"], input=script, text=True).returncode == 0
     lines = script.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("ip -batch - <<"))
@@ -269,3 +272,15 @@ def test_with_networkmanager_running_each_command_is_checked_on_the_host_first()
         capture_output=True, text=True,
     )  # fmt: skip
     assert done.returncode == 0
+
+
+def test_under_networkmanager_a_delete_without_a_check_cannot_stop_the_run() -> None:
+    # A stale gateway route in table 10, found in the fact: its delete has no shell check,
+    # so after NetworkManager's activation it runs, and a failure only leaves a log line.
+    state = broken_state()
+    stale = RouteEntry(4, 10, "default", gateway="203.0.113.99", dev="eth2", protocol="static")
+    result = plan(seed_spec(), replace(state, routes=(*state.routes, stale)))
+    (delete,) = [c for c in result.changes if isinstance(c, RunCommand) and c.best_effort]
+    assert delete.argv[:4] == ("ip", "-4", "route", "del")
+    line = next(x for x in apply.apply_script(result).splitlines() if x.startswith(delete.shell))
+    assert "|| echo 'mgmt-vrf: done already?" in line and "fail" not in line

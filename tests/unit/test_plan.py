@@ -321,10 +321,15 @@ def test_absent_vrf_is_torn_down_and_its_files_removed() -> None:
         "nmcli connection reload",
         "systemctl daemon-reload",
         f"rm -f {paths.UNIT_WANTS_LINK}",
+        # NetworkManager runs: the port comes up on its plain profile, NetworkManager deletes
+        # the VRF whose profile went, and each teardown command checks the host first.
+        "nmcli --wait 90 connection up id eth2",
         *TEARDOWN_MGMT0,
     ]
     ifcfg = next(c for c in result.changes if isinstance(c, WriteFile))
     assert "VRF=" not in ifcfg.content and "GATEWAY" not in ifcfg.content
+    teardown = [c for c in result.changes if isinstance(c, RunCommand) and c.argv[0] == "ip"]
+    assert all(c.unless and c.unless != "true" for c in teardown)
 
 
 def test_absent_vrf_already_gone_is_converged() -> None:
