@@ -179,9 +179,12 @@ def _reactivation_lines(plan: Plan) -> list[str]:
     lines = []
     for port in activated_ports(plan):
         uuid = f"awk -F: -v d={_q(port)} '$2 == d {{ print $1 }}' {_q(paths.NM_ACTIVE)}"
+        # A profile NetworkManager had generated for an external setup is gone by now: then
+        # it picks the port's best profile, as at boot.
         lines.append(
             f'uuid=$({uuid} 2>/dev/null); [ -z "$uuid" ] || '
-            'nmcli --wait 30 connection up uuid "$uuid"'
+            f'nmcli --wait 30 connection up uuid "$uuid" || '
+            f"nmcli --wait 30 device connect {_q(port)}"
         )
     return lines
 

@@ -167,8 +167,11 @@ def test_networkmanager_brings_back_the_profile_it_had_active_on_the_port() -> N
     active = (
         "3a73717e-65ab-93e8-b518-24f5af32dc0d:eth2\n24ce7c5a-2707-cdbc-c4de-c3a0edd68a9d:eth1\n"
     )
-    fake = 'nmcli() { echo "nmcli $*"; }\n'
-    for recorded, expected in ((active, "3a73717e-65ab-93e8-b518-24f5af32dc0d"), ("", None)):
+    # A stand-in nmcli that knows every UUID but "unknown".
+    fake = 'nmcli() { echo "nmcli $*"; [ "$6" != unknown ]; }\n'
+    gone = "unknown:eth2\n"
+    cases = ((active, "3a73717e-65ab-93e8-b518-24f5af32dc0d"), ("", None), (gone, "unknown"))
+    for recorded, expected in cases:
         with tempfile.TemporaryDirectory() as d:
             path = f"{d}/nm-active"
             with open(path, "w") as f:
@@ -177,7 +180,10 @@ def test_networkmanager_brings_back_the_profile_it_had_active_on_the_port() -> N
                 ["sh", "-c", fake + line.replace(paths.NM_ACTIVE, path)],
                 capture_output=True, text=True,
             ).stdout  # fmt: skip
-        assert out == (f"nmcli --wait 30 connection up uuid {expected}\n" if expected else "")
+        calls = [f"nmcli --wait 30 connection up uuid {expected}"] if expected else []
+        if expected == "unknown":  # not there any more: the port's best profile instead
+            calls.append("nmcli --wait 30 device connect eth2")
+        assert out.splitlines() == calls
     assert script.index("connection up uuid") > script.index("nmcli connection reload")
 
 
