@@ -173,3 +173,32 @@ def test_our_deploy_then_a_reboot_leave_networkmanager_owning_the_vrf(lab: Lab, 
 def test_our_deploy_on_a_converged_networkmanager_host_changes_nothing(lab: Lab, host: str) -> None:
     run = converge(lab.fleet_file, [host])
     assert results(run) == (0, 0, 1), (run.stdout + run.stderr)[-4000:]
+
+
+def test_state_absent_hands_the_port_back_to_a_plain_profile(
+    lab: Lab, host: str, tmp_path: Path
+) -> None:
+    text = lab.fleet_file.read_text()
+    section = f"[hosts.{host}.vrfs.mgmt0]\n"
+    assert section in text
+    absent = tmp_path / "fleet.toml"
+    absent.write_text(text.replace(section, section + 'state = "absent"\n'))
+    run = converge(absent, [host])
+    assert results(run) == (1, 0, 0), (run.stdout + run.stderr)[-4000:]
+    # Live and after a reboot alike: NetworkManager has eth2 on its plain profile, the VRF
+    # and its profile are gone, table 10 is empty and the main table has eth0's defaults.
+    for when in ("live", "after reboot"):
+        if when == "after reboot":
+            lab.reboot(host)
+        found = profiles(lab, host)
+        assert "mgmt0" not in found, when
+        assert found["eth2"] == ("eth2", "yes", f"{SCRIPTS}/ifcfg-eth2"), when
+        master = nmcli(lab, host, "-f connection.master connection show eth2")
+        assert master == [["connection.master", ""]], when
+        assert lab.json(host, "ip -j link show type vrf") == [], when
+        for family, gateway in ((4, SVC_GW4), (6, SVC_GW6)):
+            # An IPv4 table with no route left does not exist any more: ip says so.
+            table10 = lab.ssh(host, f"ip -j -{family} route show table 10")
+            assert table10.stdout.strip() in ("", "[", "[]"), (when, table10.stdout)
+            assert table10.returncode == 0 or "FIB table does not exist" in table10.stderr
+            assert [r["gateway"] for r in routes(lab, host, family, "main")] == [gateway], when
