@@ -12,5 +12,3 @@ print("\n".join(project["dependencies"] + project["optional-dependencies"]["test
 # shellcheck disable=SC2086 # one requirement per line, none with spaces
 echo "$deps" | python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore -r /dev/stdin
 sh lab/install-deps.sh
-# The lab's NetworkManager mode (tests/networkmanager): built once, then kept in lab/cache.
-sh lab/build-networkmanager.sh

@@ -13,6 +13,8 @@ python3 -m pytest --durations=25 "$@"
 # the ifcfg-rh plugin: the NetworkManager tests, and the services inside the VRF once more.
 # It runs beside no other lab (the one above is down by now unless LAB_KEEP=1).
 if [ "$#" -eq 0 ]; then
+    # Its NetworkManager: built once (about a minute), then kept in lab/cache.
+    sh lab/build-networkmanager.sh
     LAB_CGROUP=v1 LAB_NETWORK=networkmanager LAB_HOSTS=1 LAB_RUN_DIR="$PWD/lab/run-el8" \
         LAB_BASE_PORT=2300 python3 -m pytest --durations=10 tests/networkmanager \
         tests/e2e/test_services_lab.py
