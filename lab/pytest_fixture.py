@@ -35,6 +35,11 @@ class Lab:
     def fleet_file(self) -> Path:
         return self.run / "fleet.toml"
 
+    @property
+    def vm_config(self) -> dict[str, Any]:
+        """How the running lab was booted: init, cgroup and network modes (vm.json)."""
+        return dict(json.loads((self.run / "vm.json").read_text()))
+
     def port(self, host: str) -> int:
         return int(self.info["hosts"][host]["ssh_port"])
 

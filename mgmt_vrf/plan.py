@@ -362,7 +362,7 @@ def plan(spec: HostSpec, state: HostState) -> Plan:
         backend == "networkmanager"
         and state.network_manager.running
         and profiles_changed
-        and any(_step_changes(steps, at) for steps, at in runtime_steps)
+        and any(not step.holds(at) for steps, at in runtime_steps for step in steps)
     )
     if nm_applies:
         changes += activations(spec)

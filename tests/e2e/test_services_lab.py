@@ -9,7 +9,6 @@ mgmt0: both must then answer through the management segment only, be named by
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -42,7 +41,7 @@ from .services import (
 
 @pytest.fixture(scope="module")
 def cgroup_mode(lab: Lab) -> str:
-    return str(json.loads((lab.run / "vm.json").read_text()).get("cgroup", "v2"))
+    return str(lab.vm_config.get("cgroup", "v2"))
 
 
 @pytest.fixture(scope="module")

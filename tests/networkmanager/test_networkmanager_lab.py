@@ -7,7 +7,6 @@ First the regression of the blog's root cause, then our deploy on that same host
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -31,7 +30,7 @@ KEYFILES = "/etc/NetworkManager/system-connections"
 
 @pytest.fixture(scope="module")
 def host(lab: Lab) -> str:
-    mode = json.loads((lab.run / "vm.json").read_text()).get("network")
+    mode = lab.vm_config.get("network")
     if mode != "networkmanager":
         raise AssertionError(
             f"the lab in {lab.run} runs without NetworkManager (network={mode!r}); take it "
