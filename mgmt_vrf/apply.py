@@ -1,12 +1,17 @@
 """A change as one transaction on the host: armed rollback, detached apply, confirm or undo.
 
 1. `start_command` writes `apply.sh` and `rollback.sh` into the run directory, arms the
-   rollback (a transient systemd timer, or a sleeping shell where systemd does not run) and
-   starts `apply.sh` detached, so losing our ssh session cannot stop a change half-way.
-2. The controller reconnects over a NEW ssh connection and runs `verify_command`: it waits
-   for the apply to end and prints its status before the combined probe's output.
-3. Converged: `confirm_command` disarms. Anything else: `rollback_now_command`. Not reachable
-   again: the timer runs the rollback on the host by itself.
+   rollback at the hard bound (`apply_timeout + rollback_timeout` from now: a transient
+   systemd timer, or a sleeping shell where systemd does not run) and starts `apply.sh`
+   detached, so losing our ssh session cannot stop a change half-way.
+2. When the apply ends, it arms the confirmation window: the rollback is due
+   `rollback_timeout` seconds from then (or at the hard bound, if that comes first). A slow
+   apply never eats into the time the controller has to confirm.
+3. The controller reconnects over a NEW ssh connection and runs `verify_command`: it waits
+   for the apply to end and prints its status, the host's clock and the rollback's deadline
+   before the combined probe's output.
+4. Converged: `confirm_command` disarms. Anything else: `rollback_now_command`. Not reachable
+   again: a timer runs the rollback on the host by itself.
 
 No pyinfra import: operations/vrf.py sends these commands.
 """
@@ -99,16 +104,78 @@ def _ip_batch(batch: list[RunCommand]) -> list[str]:
     ]
 
 
-def apply_script(plan: Plan) -> str:
-    """Every change of the plan, in order, stopping at the first failure."""
+# The shell function that arms one rollback timer, for the start command and apply.sh alike.
+# `arm UNIT AT`: rollback.sh runs at AT (seconds since the epoch, by this host's clock) unless
+# a confirmation takes the armed marker first. A wall-clock time, not --on-active: a
+# daemon-reload (the apply may do one) restarts a relative timer's count. $run/deadline
+# keeps the earliest time armed: callers only ever arm an earlier one.
+_ARM = r"""
+arm() {
+    if [ -d /run/systemd/system ] && command -v systemd-run >/dev/null 2>&1; then
+        systemd-run --quiet --unit="$1" --description="mgmt-vrf: undo the unconfirmed change" \
+            --on-calendar="$(date -u -d "@$2" '+%Y-%m-%d %H:%M:%S UTC')" \
+            --timer-property=AccuracySec=1s /bin/sh "$run/rollback.sh"
+    else
+        nohup sh -c 'sleep "$1"; exec sh "$2"' "$1" "$(($2 - $(date +%s)))" "$run/rollback.sh" \
+            >/dev/null 2>&1 </dev/null &
+        echo "$!" >>"$run/sleepers"
+    fi && printf '%s\n' "$2" >"$run/deadline.new" && mv -f "$run/deadline.new" "$run/deadline"
+}
+"""
+
+# The sleeping shells of a run where systemd does not run: after a reboot a pid may be
+# another process's, so only one still running rollback.sh is stopped.
+_STOP_SLEEPERS = r"""
+for pid in $(cat "$run/sleepers" 2>/dev/null); do
+    grep -qs rollback.sh "/proc/$pid/cmdline" && kill "$pid" 2>/dev/null
+done
+"""
+
+
+# apply.sh's last word, done or failed: the confirmation window opens, then the status is
+# published, so a controller that sees the apply ended also sees the deadline it must meet.
+# @TIMEOUT@ and @WINDOW@ are filled in by _ended().
+_ENDED = r"""
+ended() {
+    at=$(($(date +%s) + @TIMEOUT@))
+    if [ -e "$run/armed" ] && [ "$at" -lt "$(cat "$run/deadline" 2>/dev/null || echo 0)" ]; then
+        arm @WINDOW@ "$at" || echo "mgmt-vrf: could not arm the confirmation window;" \
+            "the rollback stays due at the hard bound"
+    fi
+    echo "mgmt-vrf: rollback due $(date -u -d "@$(cat "$run/deadline")" +%FT%TZ) unless confirmed"
+    status "$1"
+}
+"""
+
+
+def _ended(timeout: int) -> str:
+    return (
+        _ENDED.strip()
+        .replace("@TIMEOUT@", str(int(timeout)))
+        .replace("@WINDOW@", _q(paths.WINDOW_UNIT))
+    )
+
+
+def apply_functions(timeout: int) -> list[str]:
+    """The functions every apply.sh defines: `status`, `arm`, `ended` and `fail`."""
+    return [
+        'status() { printf \'%s\\n\' "$1" >"$run/apply.status.new" && '
+        'mv -f "$run/apply.status.new" "$run/apply.status"; }',
+        _ARM.strip(),
+        _ended(timeout),
+        'fail() { echo "mgmt-vrf: apply failed: $1"; ended "failed: $1"; exit 1; }',
+    ]
+
+
+def apply_script(plan: Plan, timeout: int) -> str:
+    """Every change of the plan, in order, stopping at the first failure; at the end, done or
+    failed, the rollback is re-armed `timeout` seconds from then."""
     lines = [
         "#!/bin/sh",
         f"# mgmt-vrf apply for {plan.host}: written by the deploy, undone by rollback.sh.",
         "set -u",
         f"run={_q(paths.RUN_DIR)}",
-        'status() { printf \'%s\\n\' "$1" >"$run/apply.status.new" && '
-        'mv -f "$run/apply.status.new" "$run/apply.status"; }',
-        'fail() { echo "mgmt-vrf: apply failed: $1"; status "failed: $1"; exit 1; }',
+        *apply_functions(timeout),
         'echo "mgmt-vrf: apply started $(date -u +%FT%TZ)"',
         f"sleep {APPLY_DELAY}",
         "# Copies for rollback.sh of every file this run replaces or removes.",
@@ -173,13 +240,15 @@ def apply_script(plan: Plan) -> str:
                 )
             )
     lines += _ip_batch(batch)
-    lines += ["status done", 'echo "mgmt-vrf: apply done $(date -u +%FT%TZ)"']
+    lines += ['echo "mgmt-vrf: apply done $(date -u +%FT%TZ)"', "ended done"]
     return "\n".join(lines) + "\n"
 
 
-# $1 apply.sh (base64), $2 rollback.sh (base64), $3 timeout (s), $4 run dir, $5 timer unit,
-# $6 the armed marker in /run (see paths.ARMED_THIS_BOOT).
-_START = r"""
+# $1 apply.sh (base64), $2 rollback.sh (base64), $3 seconds to the hard bound, $4 run dir,
+# $5 the hard bound's timer unit, $6 the window's, $7 the armed marker in /run (see
+# paths.ARMED_THIS_BOOT).
+_START = (
+    r"""
 set -u
 run=$4
 if [ -e "$run/armed" ]; then
@@ -191,39 +260,46 @@ if [ -e "$run/rolling-back" ] && [ ! -e "$run/rollback.status" ]; then
     echo "mgmt-vrf: an earlier run is rolling back now ($run/log); try again in a minute" >&2
     exit 3
 fi
+"""
+    + _STOP_SLEEPERS
+    + _ARM
+    + r"""
 rm -rf "$run.prev" && { [ ! -d "$run" ] || mv "$run" "$run.prev"; } || exit 1
 mkdir -p -m 0700 "$run" || exit 1
 printf '%s' "$1" | base64 -d >"$run/apply.sh" || exit 1
 printf '%s' "$2" | base64 -d >"$run/rollback.sh" || exit 1
-echo running >"$run/apply.status" && : >"$run/armed" && : >"$6" || exit 1
-if [ -d /run/systemd/system ] && command -v systemd-run >/dev/null 2>&1; then
-    systemctl stop "$5.timer" "$5.service" 2>/dev/null
-    systemctl reset-failed "$5.timer" "$5.service" 2>/dev/null
-    # A wall-clock time, not --on-active: a daemon-reload (the apply may do one) restarts
-    # a relative timer's count.
-    at=$(date -u -d "@$(($(date +%s) + $3))" '+%Y-%m-%d %H:%M:%S UTC') || exit 1
-    systemd-run --quiet --unit="$5" --description="mgmt-vrf: undo the unconfirmed change" \
-        --on-calendar="$at" --timer-property=AccuracySec=1s /bin/sh "$run/rollback.sh" || exit 1
-else
-    nohup sh -c 'sleep "$1"; exec sh "$2"' "$5" "$3" "$run/rollback.sh" >/dev/null 2>&1 </dev/null &
+echo running >"$run/apply.status" && : >"$run/armed" && : >"$7" || exit 1
+if [ -d /run/systemd/system ]; then
+    systemctl stop "$5.timer" "$5.service" "$6.timer" "$6.service" 2>/dev/null
+    systemctl reset-failed "$5.timer" "$5.service" "$6.timer" "$6.service" 2>/dev/null
 fi
-nohup sh "$run/apply.sh" >>"$run/log" 2>&1 </dev/null &
+arm "$5" "$(($(date +%s) + $3))" || exit 1
+# Its own session: a rollback that finds it hung stops it with everything it started.
+if command -v setsid >/dev/null 2>&1; then
+    nohup setsid sh "$run/apply.sh" >>"$run/log" 2>&1 </dev/null &
+else
+    nohup sh "$run/apply.sh" >>"$run/log" 2>&1 </dev/null &
+fi
 echo $! >"$run/apply.pid"
-echo "mgmt-vrf: armed rollback in $3 s, apply started"
+echo "mgmt-vrf: armed rollback in $3 s at the latest, apply started"
 """
+)
 
 
-def start_command(plan: Plan, rollback: str, timeout: int) -> Argv:
+def start_command(plan: Plan, rollback: str, timeout: int, apply_timeout: int) -> Argv:
+    """The rollback is armed at the hard bound, `apply_timeout + timeout` seconds from now;
+    the apply itself moves it to `timeout` seconds after it ends."""
     return (
         "sh",
         "-c",
         _START,
         "mgmt-vrf-start",
-        _b64(apply_script(plan)),
+        _b64(apply_script(plan, timeout)),
         _b64(rollback),
-        str(timeout),
+        str(apply_timeout + timeout),
         paths.RUN_DIR,
         paths.ROLLBACK_UNIT,
+        paths.WINDOW_UNIT,
         paths.ARMED_THIS_BOOT,
     )
 
@@ -238,6 +314,8 @@ while [ "$(cat "$2/apply.status" 2>/dev/null)" = running ] && [ "$i" -lt "$1" ];
     i=$((i + 1))
 done
 printf '%s apply=%s\n' "$3" "$(cat "$2/apply.status" 2>/dev/null)"
+printf '%s clock=%s\n' "$3" "$(date +%s)"
+printf '%s deadline=%s\n' "$3" "$(cat "$2/deadline" 2>/dev/null)"
 for f in armed confirmed rolling-back rollback.status; do
     [ -e "$2/$f" ] && printf '%s has=%s\n' "$3" "$f"
 done
@@ -262,14 +340,30 @@ class RunStatus:
     confirmed: bool
     rolling_back: bool
     rolled_back: bool  # the rollback script finished
+    # The host's clock when it answered, and when its rollback is due by that clock
+    # (seconds since the epoch); None when the host did not say.
+    clock: int | None = None
+    deadline: int | None = None
 
     @property
     def applied(self) -> bool:
         return self.apply == "done"
 
+    @property
+    def ended(self) -> bool:
+        return self.apply != "running"
+
+    @property
+    def seconds_left(self) -> int | None:
+        """Until the host's rollback is due, by the host's own clock (no clock sync needed)."""
+        if self.clock is None or self.deadline is None:
+            return None
+        return self.deadline - self.clock
+
 
 def parse_run_status(lines: list[str]) -> RunStatus:
     apply = ""
+    numbers: dict[str, int] = {}
     has: set[str] = set()
     prefix = STATUS_MARKER + " "
     for line in lines:
@@ -280,29 +374,49 @@ def parse_run_status(lines: list[str]) -> RunStatus:
             apply = value.strip()
         elif key == "has":
             has.add(value.strip())
+        elif key in ("clock", "deadline") and value.strip().isdigit():
+            numbers[key] = int(value.strip())
     return RunStatus(
         apply=apply,
         armed="armed" in has,
         confirmed="confirmed" in has,
         rolling_back="rolling-back" in has,
         rolled_back="rollback.status" in has,
+        clock=numbers.get("clock"),
+        deadline=numbers.get("deadline"),
     )
 
 
-# $1 run dir, $2 timer unit. Exit 3: too late, the rollback claimed the run first.
-_CONFIRM = r"""
-if ! mv "$1/armed" "$1/confirmed" 2>/dev/null; then
+# $1 run dir, $2 and $3 the timer units. Exit 3: too late, the rollback claimed the run first.
+_CONFIRM = (
+    r"""
+run=$1
+if ! mv "$run/armed" "$run/confirmed" 2>/dev/null; then
     echo "mgmt-vrf: too late to confirm, the rollback has started" >&2
     exit 3
 fi
-systemctl stop "$2.timer" 2>/dev/null
-rm -rf "$1/staging"
+if [ -d /run/systemd/system ]; then
+    systemctl stop "$2.timer" "$3.timer" 2>/dev/null
+fi
+"""
+    + _STOP_SLEEPERS
+    + r"""
+rm -rf "$run/staging"
 echo "mgmt-vrf: change confirmed, rollback disarmed"
 """
+)
 
 
 def confirm_command() -> Argv:
-    return ("sh", "-c", _CONFIRM, "mgmt-vrf-confirm", paths.RUN_DIR, paths.ROLLBACK_UNIT)
+    return (
+        "sh",
+        "-c",
+        _CONFIRM,
+        "mgmt-vrf-confirm",
+        paths.RUN_DIR,
+        paths.ROLLBACK_UNIT,
+        paths.WINDOW_UNIT,
+    )
 
 
 def rollback_now_command() -> Argv:

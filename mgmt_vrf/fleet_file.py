@@ -40,8 +40,11 @@ from pathlib import Path
 from typing import Any, cast
 
 from .model import (
+    DEFAULT_APPLY_TIMEOUT,
     DEFAULT_ROLLBACK_TIMEOUT,
+    MAX_APPLY_TIMEOUT,
     MAX_ROLLBACK_TIMEOUT,
+    MIN_APPLY_TIMEOUT,
     MIN_ROLLBACK_TIMEOUT,
     Backend,
     HostSpec,
@@ -246,14 +249,26 @@ def _integer(value: object, what: str = "an integer") -> int:
     return value
 
 
-def _rollback_timeout(value: object) -> int:
-    seconds = _integer(value, "a number of seconds")
-    if not MIN_ROLLBACK_TIMEOUT <= seconds <= MAX_ROLLBACK_TIMEOUT:
-        raise _Bad(
-            f"{seconds} is outside {MIN_ROLLBACK_TIMEOUT}..{MAX_ROLLBACK_TIMEOUT} seconds; the "
-            "host must have time to be reached again before it rolls back by itself"
-        )
-    return seconds
+def _seconds(low: int, high: int, why: str) -> Checker:
+    def check(value: object) -> int:
+        seconds = _integer(value, "a number of seconds")
+        if not low <= seconds <= high:
+            raise _Bad(f"{seconds} is outside {low}..{high} seconds; {why}")
+        return seconds
+
+    return check
+
+
+_rollback_timeout = _seconds(
+    MIN_ROLLBACK_TIMEOUT,
+    MAX_ROLLBACK_TIMEOUT,
+    "the host must have time to be reached again before it rolls back by itself",
+)
+_apply_timeout = _seconds(
+    MIN_APPLY_TIMEOUT,
+    MAX_APPLY_TIMEOUT,
+    "the host must have time to apply the change before it rolls back by itself",
+)
 
 
 def _boolean(value: object) -> bool:
@@ -438,6 +453,7 @@ _HOST_UNITS = frozenset(
     {
         "mgmt-vrf",
         "mgmt-vrf-rollback",
+        "mgmt-vrf-rollback-window",
         "NetworkManager",
         "NetworkManager-wait-online",
         "network",
@@ -522,6 +538,7 @@ _HOST_SCALARS: dict[str, Checker] = {
     "backend": _choice(*BACKEND_CHOICES),
     "l3mdev_accept": _boolean,
     "rollback_timeout": _rollback_timeout,
+    "apply_timeout": _apply_timeout,
 }
 _HOST_KEYS = (*_HOST_SCALARS, "interfaces", "vrfs", "groups")
 
@@ -988,6 +1005,7 @@ def _build_host(
         backend=cast(Backend, merged.get("backend", "auto")),
         l3mdev_accept=bool(merged.get("l3mdev_accept", True)),
         rollback_timeout=int(merged.get("rollback_timeout", DEFAULT_ROLLBACK_TIMEOUT)),
+        apply_timeout=int(merged.get("apply_timeout", DEFAULT_APPLY_TIMEOUT)),
     )
 
 
@@ -1358,6 +1376,7 @@ def spec_to_data(spec: HostSpec) -> dict[str, Any]:
     host["backend"] = spec.backend
     host["l3mdev_accept"] = spec.l3mdev_accept
     host["rollback_timeout"] = spec.rollback_timeout
+    host["apply_timeout"] = spec.apply_timeout
     if spec.groups:
         host["groups"] = list(spec.groups)
     host["interfaces"] = {

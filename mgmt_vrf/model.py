@@ -25,6 +25,11 @@ UNREACHABLE_METRIC = 4278198272
 DEFAULT_ROLLBACK_TIMEOUT = 120
 MIN_ROLLBACK_TIMEOUT = 15
 MAX_ROLLBACK_TIMEOUT = 3600
+# How long the apply itself may run before the host rolls back anyway: the confirmation
+# window (rollback_timeout) starts only when the apply ends, and this bounds a hung one.
+DEFAULT_APPLY_TIMEOUT = 300
+MIN_APPLY_TIMEOUT = 30
+MAX_APPLY_TIMEOUT = 3600
 
 
 @dataclass(frozen=True)
@@ -95,6 +100,7 @@ class HostSpec:
     # tcp/udp_l3mdev_accept=1 lets a global sshd answer through a VRF port too: no lockout.
     l3mdev_accept: bool = True
     rollback_timeout: int = DEFAULT_ROLLBACK_TIMEOUT
+    apply_timeout: int = DEFAULT_APPLY_TIMEOUT
     extra: dict[str, object] = field(default_factory=dict, compare=False)
 
     def interface(self, name: str) -> Interface | None:

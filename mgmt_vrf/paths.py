@@ -96,4 +96,13 @@ SAVED_DIR = f"{RUN_DIR}/saved"
 # Which profile NetworkManager had active on each device before the change ("UUID:DEVICE").
 NM_ACTIVE = f"{RUN_DIR}/nm-active"
 STAGING_DIR = f"{RUN_DIR}/staging"
+# Armed at the start at the hard bound (apply_timeout + rollback_timeout from then), so a
+# hung apply still rolls back.
 ROLLBACK_UNIT = "mgmt-vrf-rollback"
+# Armed when the apply ends, at rollback_timeout from then: the confirmation window.
+WINDOW_UNIT = "mgmt-vrf-rollback-window"
+# When the rollback is due (seconds since the epoch, by the host's clock): the earlier of
+# the two timers. The controller follows it instead of guessing from its own clock.
+DEADLINE = f"{RUN_DIR}/deadline"
+# pids of the sleeping shells that stand in for the timers where systemd does not run.
+SLEEPERS = f"{RUN_DIR}/sleepers"

@@ -29,6 +29,16 @@ def _q(value: object) -> str:
     return shlex.quote(str(value))
 
 
+# Stop an apply that is still running, with what it started (it leads its own session);
+# after a reboot the pid may be another's.
+STOP_APPLY = (
+    'pid=$(cat "$run/apply.pid" 2>/dev/null)',
+    '[ -n "$pid" ] && grep -qs apply.sh "/proc/$pid/cmdline" &&',
+    '    echo "mgmt-vrf: the apply was still running; stopping it" &&',
+    '    { kill -- "-$pid" 2>/dev/null || kill "$pid"; }',
+)
+
+
 def touched_paths(plan: Plan) -> list[str]:
     """Files the plan writes or removes: the apply script saves each before the change."""
     return list(
@@ -219,9 +229,7 @@ def rollback_script(spec: HostSpec, before: HostState, plan: Plan) -> str:
         'mv "$run/armed" "$run/rolling-back" 2>/dev/null || exit 0',
         'exec >>"$run/log" 2>&1',
         'echo "mgmt-vrf: rollback started $(date -u +%FT%TZ)"',
-        "# Stop an apply that is still running (after a reboot the pid may be another's).",
-        'pid=$(cat "$run/apply.pid" 2>/dev/null)',
-        '[ -n "$pid" ] && grep -qs apply.sh "/proc/$pid/cmdline" && kill "$pid"',
+        *STOP_APPLY,
         "# Let the command that may have started us return before the network moves.",
         "sleep 2",
         *_file_lines(spec, before, plan),

@@ -4,10 +4,12 @@ Converge management VRFs: NetworkManager profiles, boot unit and the kernel's li
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Generator
 
+import gevent
 from pyinfra import host, logger
 from pyinfra.api import FunctionCommand, OperationError, QuoteString, StringCommand, operation
 from pyinfra.api.host import Host
@@ -17,7 +19,6 @@ from pyinfra.connectors.util import clear_askpass_cache
 from facts.vrf import VrfHostState
 from mgmt_vrf import paths
 from mgmt_vrf.apply import (
-    APPLY_DELAY,
     RunStatus,
     confirm_command,
     parse_run_status,
@@ -27,21 +28,13 @@ from mgmt_vrf.apply import (
     wait_command,
 )
 from mgmt_vrf.commands import Argv, to_shell
+from mgmt_vrf.confirm import confirm_or_roll_back as confirm
 from mgmt_vrf.hoststate import HostState
 from mgmt_vrf.model import HostSpec
 from mgmt_vrf.plan import Plan, plan
 from mgmt_vrf.preflight import host_problems
 from mgmt_vrf.probe import ProbeError, parse_probe_output, probe_command
-from mgmt_vrf.rollback import differences, restarted_units, rollback_script, touched_paths
-
-# After the host's own rollback was due: time for it to run and for sshd to answer again.
-ROLLBACK_MARGIN = 30
-# A new connection must be made this long before the host's timer fires, or we stop trying
-# and let the host roll back: confirming in the last seconds would race the timer.
-CONFIRM_GUARD = 5
-RETRY_INTERVAL = 2
-# Longest wait for the apply on one connection.
-WAIT_SLICE = 20
+from mgmt_vrf.rollback import rollback_script
 
 
 def _command(argv: Argv) -> StringCommand:
@@ -80,6 +73,11 @@ def _run(host: Host, command: str, timeout: float) -> tuple[bool, list[str]]:
 
 def _reconnect(host: Host) -> bool:
     clear_askpass_cache(host)
+    # pyinfra's disconnect keeps the old client: close it, or its transport lingers.
+    client = getattr(host.connector, "client", None)
+    with contextlib.suppress(Exception):  # the old connection may be dead already
+        if client is not None:
+            client.close()
     try:
         host.disconnect()
     except Exception:  # the old connection may be dead; we want a new one anyway
@@ -96,136 +94,56 @@ def _reconnect(host: Host) -> bool:
     return bool(host.connected)
 
 
-def _wait_for_apply(host: Host, wait: int) -> RunStatus | None:
-    """From a new connection: the run's status once the apply ended or `wait` ran out.
+class _HostRemote:
+    """The host as mgmt_vrf.confirm sees it, each look over a new ssh connection. Every
+    call ends within its bound (a gevent timeout, as pyinfra runs hosts in greenlets): a
+    stalled connection can hang paramiko for far longer than the host's deadline."""
 
-    Short waits, each on a new connection: one opened while the apply runs may be cut by
-    it (a VRF torn down takes the sessions bound to it along).
-    """
-    if not _reconnect(host):
-        return None
-    ok, lines = _run(host, wait_command(wait), wait + 15)
-    return parse_run_status(lines) if ok else None
+    def __init__(self, host: Host, spec: HostSpec) -> None:
+        self.host = host
+        self.probe = probe_command(**paths.probe_arguments(spec))
 
+    def _fresh(self, command: str, within: float) -> tuple[bool, list[str]]:
+        with gevent.Timeout(within, False):
+            if not _reconnect(self.host):
+                return False, []
+            return _run(self.host, command, within)
+        self.host.connected = False
+        return False, []
 
-def _read_run(host: Host, spec: HostSpec) -> tuple[RunStatus, HostState] | None:
-    """From a new connection: the run's status and the host's state; None if unreachable."""
-    if not _reconnect(host):
-        return None
-    ok, lines = _run(host, verify_command(_probe(spec)), 60)
-    if not ok:
-        return None
-    try:
-        return parse_run_status(lines), parse_probe_output(lines)
-    except ProbeError:
-        return None
+    def wait(self, seconds: int, within: float) -> RunStatus | None:
+        ok, lines = self._fresh(wait_command(seconds), within)
+        return parse_run_status(lines) if ok else None
 
-
-def _fail(host: Host, message: str) -> bool:
-    host.log_styled(f"mgmt-vrf: {message}", fg="red", log_func=logger.error)
-    return False
-
-
-def _verdict(status: RunStatus, spec: HostSpec, after: HostState, timeout: int) -> str | None:
-    """Why the change must be undone, or None when the host is converged."""
-    if status.applied:
-        left = plan(spec, after)
-        if left.converged:
+    def read(self, within: float) -> tuple[RunStatus, HostState] | None:
+        ok, lines = self._fresh(verify_command(self.probe), within)
+        if not ok:
             return None
-        return "after the change the host still differs: " + "; ".join(
-            c.why for c in left.changes[:5]
-        )
-    if status.apply.startswith("failed"):
-        return f"the change {status.apply}"
-    if status.apply == "running":
-        return f"the change was still running {timeout} s after it started"
-    return f"the change left no status ({paths.RUN_DIR}/log on the host)"
+        try:
+            return parse_run_status(lines), parse_probe_output(lines)
+        except ProbeError:
+            return None
+
+    def confirm(self) -> bool:
+        with gevent.Timeout(30, False):
+            return _run(self.host, to_shell(confirm_command()), 30)[0]
+        return False
+
+    def roll_back_now(self) -> None:
+        with gevent.Timeout(30, False):
+            _run(self.host, to_shell(rollback_now_command()), 30)
 
 
 def confirm_or_roll_back(
     state: State, host: Host, spec: HostSpec, before: HostState, result: Plan, started: float
 ) -> bool:
-    """Confirm the change from a new connection, or make sure the host is back as before.
-
-    A connection opened while the apply still runs can outlive the change that breaks the
-    path (its socket is not bound to the VRF), so reachability is judged only from a
-    connection opened after the apply has ended.
-    """
-    timeout = spec.rollback_timeout
-    due = started + timeout
-    time.sleep(APPLY_DELAY)
-    reason = f"no new ssh connection within {timeout} s after the change (rollback_timeout)"
-    rolled_now = False
-    ended = False
-    seen_running = False
-    while time.monotonic() < due - CONFIRM_GUARD:
-        if not ended:
-            wait = max(1, min(WAIT_SLICE, int(due - CONFIRM_GUARD - time.monotonic())))
-            status = _wait_for_apply(host, wait)
-            if status is None:
-                time.sleep(RETRY_INTERVAL)
-                continue
-            ended = status.apply != "running"
-            seen_running = seen_running or not ended
-            if not ended:
-                continue
-        read = _read_run(host, spec)
-        if read is None:
-            time.sleep(RETRY_INTERVAL)
-            continue
-        problem = _verdict(read[0], spec, read[1], timeout)
-        if problem is None:
-            if time.monotonic() < due - 1:
-                done, _ = _run(host, to_shell(confirm_command()), 30)
-                if done:
-                    host.log("mgmt-vrf: confirmed over a new ssh connection, rollback disarmed")
-                    return True
-            reason = "the confirmation came too late: the host's rollback had started"
-        else:
-            reason = problem
-            _run(host, to_shell(rollback_now_command()), 30)
-            rolled_now = True
-        break
-    else:
-        if seen_running and not ended:
-            reason = f"the change was still running {timeout} s after it started"
-        elif not ended:
-            reason = f"no new ssh connection within {timeout} s after the change"
-        else:
-            reason = (
-                f"the change ended, but no new ssh connection could be opened within {timeout} s"
-            )
-
-    # The host rolls back by itself at `due` (or has just been told to): wait, then look.
-    if not rolled_now:
-        time.sleep(max(0.0, due + 1 - time.monotonic()))
-    deadline = time.monotonic() + ROLLBACK_MARGIN + 60
-    while time.monotonic() < deadline:
-        read = _read_run(host, spec)
-        if read is not None and read[0].rolled_back:
-            diff = differences(
-                spec, before, read[1], touched_paths(result), restarted_units(result)
-            )
-            if diff:
-                return _fail(
-                    host,
-                    f"ROLLED BACK ({reason}), but the host is not exactly as before the run: "
-                    + "; ".join(diff[:8])
-                    + f". See {paths.RUN_DIR}/log on the host.",
-                )
-            return _fail(
-                host,
-                f"ROLLED BACK: {reason}. The host is back in its state from before the run "
-                f"(log: {paths.RUN_DIR}/log). Fix the fleet file and run again.",
-            )
-        time.sleep(RETRY_INTERVAL)
-    return _fail(
-        host,
-        f"{reason}; the host's own rollback was due {timeout} s after the change, but it is "
-        f"still unreachable {ROLLBACK_MARGIN + 60} s later. Use its console: "
-        f"`sh {paths.ROLLBACK_SCRIPT}` rolls back by hand, `cat {paths.RUN_DIR}/log` says "
-        "what ran.",
-    )
+    """The FunctionCommand after the start command: mgmt_vrf.confirm does the work."""
+    outcome = confirm(_HostRemote(host, spec), time, spec, before, result, started)
+    if outcome.confirmed:
+        host.log(f"mgmt-vrf: {outcome.message(spec)}")
+        return True
+    host.log_styled(f"mgmt-vrf: {outcome.message(spec)}", fg="red", log_func=logger.error)
+    return False
 
 
 @operation(is_idempotent=True)
@@ -248,7 +166,8 @@ def converge(spec: HostSpec) -> Generator:
 
     The change itself runs on the host as one detached script under an armed rollback: the
     host undoes it by itself unless a NEW ssh connection confirms, within
-    ``rollback_timeout`` seconds, that the host is reachable and converged.
+    ``rollback_timeout`` seconds after the apply ended, that the host is reachable and
+    converged (and at the latest ``apply_timeout + rollback_timeout`` after the start).
     """
 
     before, result = plan_for_host(spec)
@@ -261,12 +180,13 @@ def converge(spec: HostSpec) -> Generator:
     if host.state.is_executing != host.state.should_check_for_changes():
         host.log(
             f"mgmt-vrf plan ({result.backend}), {len(result.changes)} changes, "
-            f"rollback armed for {spec.rollback_timeout} s:"
+            f"rollback due {spec.rollback_timeout} s after the apply ends "
+            f"(at the latest {spec.apply_timeout + spec.rollback_timeout} s from its start):"
         )
         for line in result.describe():
             host.log("  " + line)
 
     rollback = rollback_script(spec, before, result)
     started = time.monotonic()
-    yield _command(start_command(result, rollback, spec.rollback_timeout))
+    yield _command(start_command(result, rollback, spec.rollback_timeout, spec.apply_timeout))
     yield FunctionCommand(confirm_or_roll_back, (spec, before, result, started), {})

@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -164,3 +165,15 @@ def assert_converged(lab: Lab, fleet: Path, host: str) -> None:
     assert lab.ssh(host, f"ip vrf exec mgmt0 ping -c1 -W3 {MGMT_GW4}").returncode == 0
     assert lab.ssh(host, f"ip vrf exec mgmt0 ping -6 -c1 -W3 {MGMT_GW6}").returncode == 0
     assert lab.ssh(host, f"ping -c1 -W2 {MGMT_GW4}").returncode != 0
+
+
+def log_stamps(log: str) -> dict[str, datetime]:
+    """The times the run log gives each step (apply started/done, rollback started/done)."""
+    found = re.findall(r"mgmt-vrf: ((?:apply|rollback) (?:started|done)) (\S+)", log)
+    return {what: datetime.fromisoformat(stamp) for what, stamp in found}
+
+
+def rollback_delay(log: str) -> float:
+    """Seconds from the apply's end to the rollback's start, by the host's clock."""
+    stamps = log_stamps(log)
+    return (stamps["rollback started"] - stamps["apply done"]).total_seconds()

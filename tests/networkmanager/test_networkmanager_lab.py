@@ -107,7 +107,9 @@ def test_a_change_that_cuts_ssh_is_rolled_back_with_networkmanager_running(
     run = converge(wrong, [host])
     out = run.stdout + run.stderr
     assert run.returncode != 0, out[-4000:]
-    assert f"[{host}] mgmt-vrf: ROLLED BACK: the change ended, but no new ssh" in out, out[-4000:]
+    assert f"[{host}] mgmt-vrf: ROLLED BACK (no path): the change ended, but no new ssh" in out, (
+        out[-4000:]
+    )
     assert "not exactly as before" not in out, out[-4000:]
     assert lab.check(host, "echo back").strip() == "back"
     assert fact(wrong, host, "VrfHostState") == before

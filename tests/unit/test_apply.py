@@ -16,6 +16,7 @@ from pathlib import Path
 from mgmt_vrf import apply, paths
 from mgmt_vrf.hoststate import RouteEntry
 from mgmt_vrf.plan import RemoveFile, RunCommand, WriteFile, plan
+from mgmt_vrf.rollback import STOP_APPLY
 
 from .builders import broken_state, converged_state, seed_spec
 
@@ -29,8 +30,10 @@ def sh(*argv: str) -> subprocess.CompletedProcess[str]:
 
 
 def start(run: Path, apply_text: str, rollback_text: str, timeout: int = 2):
+    """The start command, with `timeout` seconds to the hard bound."""
     return sh("sh", "-c", apply._START, "t", b64(apply_text), b64(rollback_text), str(timeout),
-              str(run), "mgmt-vrf-test-rollback", str(run) + ".this-boot")  # fmt: skip
+              str(run), "mgmt-vrf-test-rollback", "mgmt-vrf-test-window",
+              str(run) + ".this-boot")  # fmt: skip
 
 
 def wait_for(path: Path, seconds: float = 10) -> bool:
@@ -74,7 +77,7 @@ def test_apply_script_runs_every_change_in_order_and_stops_at_the_first_failure(
     state = broken_state()
     state = replace(state, network_manager=replace(state.network_manager, running=False))
     result = plan(spec, state)
-    script = apply.apply_script(result)
+    script = apply.apply_script(result, 120)
     assert subprocess.run(["sh", "-n"], input=script, text=True).returncode == 0
     runs = [
         ("ip", *apply._batch_words(c.argv)[1]) if c.argv[0] == "ip" else c.argv
@@ -90,7 +93,7 @@ def test_apply_script_runs_every_change_in_order_and_stops_at_the_first_failure(
     assert len(saves) == len({c.path for c in result.changes if not isinstance(c, RunCommand)})
     assert max(saves) < first_change
     assert lines.index(f"sleep {apply.APPLY_DELAY}") < min(saves)
-    assert lines[-2:] == ["status done", 'echo "mgmt-vrf: apply done $(date -u +%FT%TZ)"']
+    assert lines[-2:] == ['echo "mgmt-vrf: apply done $(date -u +%FT%TZ)"', "ended done"]
     removed = [c.path for c in result.changes if isinstance(c, RemoveFile)]
     assert all(any(path in line and "rm -f" in line for line in lines) for path in removed)
     # The two l3mdev rules run alone (a rule line names no address, so ip needs -4 or -6),
@@ -103,7 +106,7 @@ def test_teardown_batches_only_lines_that_name_their_family() -> None:
     spec = replace(spec, vrfs=(replace(spec.vrfs[0], state="absent"),))
     state = converged_state()  # NetworkManager stopped: our commands do the teardown
     state = replace(state, network_manager=replace(state.network_manager, running=False))
-    script = apply.apply_script(plan(spec, state))
+    script = apply.apply_script(plan(spec, state), 120)
     assert subprocess.run(["sh", "-n"], input=script, text=True).returncode == 0
     lines = script.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("ip -batch - <<"))
@@ -172,7 +175,7 @@ def test_apply_script_writes_each_file_byte_for_byte(tmp_path: Path) -> None:
     result = plan(spec, broken_state())
     keyfile = next(c for c in result.changes if isinstance(c, WriteFile))
     staged = next(
-        line for line in apply.apply_script(result).splitlines() if "| base64 -d >" in line
+        line for line in apply.apply_script(result, 120).splitlines() if "| base64 -d >" in line
     )
     target = tmp_path / "staged"
     command = staged.split(" || fail")[0].rsplit(">", 1)[0] + f">{target}"
@@ -187,7 +190,7 @@ def test_start_arms_the_rollback_and_starts_the_apply(tmp_path: Path) -> None:
     rollback = f'mv "{run}/armed" "{run}/rolling-back" 2>/dev/null || exit 0\ntouch {rolled}\n'
     r = start(run, f"touch {applied}\necho done > {run}/apply.status\n", rollback, timeout=1)
     assert r.returncode == 0, r.stderr
-    assert "armed rollback in 1 s, apply started" in r.stdout
+    assert "armed rollback in 1 s at the latest, apply started" in r.stdout
     assert (run / "armed").exists() and (run / "apply.pid").read_text().strip().isdigit()
     assert wait_for(applied)
     # Nobody confirms: the armed rollback runs by itself.
@@ -201,10 +204,10 @@ def test_confirm_wins_over_a_later_rollback_and_only_once(tmp_path: Path) -> Non
     rollback = f'mv "{run}/armed" "{run}/rolling-back" 2>/dev/null || exit 0\ntouch {rolled}\n'
     assert start(run, "true\n", rollback, timeout=2).returncode == 0
     confirm = apply.confirm_command()
-    ok = sh(*confirm[:4], str(run), "mgmt-vrf-test-rollback")
+    ok = sh(*confirm[:4], str(run), "mgmt-vrf-test-rollback", "mgmt-vrf-test-window")
     assert ok.returncode == 0 and "rollback disarmed" in ok.stdout
     assert (run / "confirmed").exists()
-    again = sh(*confirm[:4], str(run), "mgmt-vrf-test-rollback")
+    again = sh(*confirm[:4], str(run), "mgmt-vrf-test-rollback", "mgmt-vrf-test-window")
     assert again.returncode == 3 and "too late to confirm" in again.stderr
     time.sleep(3)
     assert not rolled.exists()
@@ -254,7 +257,7 @@ def test_wait_gives_up_on_a_running_apply_after_its_wait(tmp_path: Path) -> None
 
 def test_with_networkmanager_running_each_command_is_checked_on_the_host_first() -> None:
     result = plan(seed_spec(), broken_state())
-    script = apply.apply_script(result)
+    script = apply.apply_script(result, 120)
     assert subprocess.run(["sh", "-n"], input=script, text=True).returncode == 0
     lines = script.splitlines()
     activation = lines.index(
@@ -282,5 +285,77 @@ def test_under_networkmanager_a_delete_without_a_check_cannot_stop_the_run() -> 
     result = plan(seed_spec(), replace(state, routes=(*state.routes, stale)))
     (delete,) = [c for c in result.changes if isinstance(c, RunCommand) and c.best_effort]
     assert delete.argv[:4] == ("ip", "-4", "route", "del")
-    line = next(x for x in apply.apply_script(result).splitlines() if x.startswith(delete.shell))
+    line = next(
+        x for x in apply.apply_script(result, 120).splitlines() if x.startswith(delete.shell)
+    )
     assert "|| echo 'mgmt-vrf: done already?" in line and "fail" not in line
+
+
+def _apply_text(run: Path, timeout: int, body: str) -> str:
+    """An apply.sh with the real functions and `body` as its changes."""
+    return "\n".join([f"run={shlex.quote(str(run))}", *apply.apply_functions(timeout), body, ""])
+
+
+def _rollback_text(run: Path, rolled: Path) -> str:
+    return f'mv "{run}/armed" "{run}/rolling-back" 2>/dev/null || exit 0\ntouch {rolled}\n'
+
+
+def test_the_apply_opens_the_confirmation_window_when_it_ends(tmp_path: Path) -> None:
+    run, rolled = tmp_path / "run", tmp_path / "rolled"
+    body = "sleep 3\nended done"
+    begin = time.time()
+    # Hard bound 60 s away; the apply takes 3 s, then the rollback is due 2 s later.
+    assert start(run, _apply_text(run, 2, body), _rollback_text(run, rolled), 60).returncode == 0
+    bound = int((run / "deadline").read_text())
+    assert bound >= int(begin) + 60
+    assert wait_for(run / "apply.status", 1)
+    assert wait_for(rolled, 15)
+    took = time.time() - begin
+    assert 5 <= took < 15, took
+    assert int((run / "deadline").read_text()) < bound
+    assert "rollback due " in (run / "log").read_text()
+
+
+def test_a_status_read_tells_the_host_clock_and_its_deadline(tmp_path: Path) -> None:
+    run, rolled = tmp_path / "run", tmp_path / "rolled"
+    assert (
+        start(run, _apply_text(run, 30, "ended done"), _rollback_text(run, rolled), 90).returncode
+        == 0
+    )
+    deadline = time.time() + 10
+    while (run / "apply.status").read_text().strip() == "running" and time.time() < deadline:
+        time.sleep(0.1)
+    out = sh("sh", "-c", apply.wait_command(0).replace(paths.RUN_DIR, str(run))).stdout
+    status = apply.parse_run_status(out.splitlines())
+    assert status.applied and status.armed
+    assert status.seconds_left is not None and 25 <= status.seconds_left <= 30
+    confirm = apply.confirm_command()
+    assert (
+        sh(*confirm[:4], str(run), "mgmt-vrf-test-rollback", "mgmt-vrf-test-window").returncode == 0
+    )
+    # Both stand-in timers are gone with the confirmation.
+    for pid in (run / "sleepers").read_text().split():
+        assert (
+            not Path(f"/proc/{pid}").exists()
+            or "rollback.sh" not in Path(f"/proc/{pid}/cmdline").read_text()
+        )
+
+
+def test_a_hung_apply_is_stopped_at_the_hard_bound_with_what_it_started(tmp_path: Path) -> None:
+    run, rolled = tmp_path / "run", tmp_path / "rolled"
+    marker = tmp_path / "child-alive"
+    # The apply starts a child that never returns (a `systemctl restart` of a unit that
+    # hangs, say); the rollback at the hard bound stops the apply's whole session.
+    body = f"sh -c 'while :; do touch {marker}; sleep 0.2; done'\nended done"
+    rollback = "\n".join(
+        [f"run={shlex.quote(str(run))}", 'mv "$run/armed" "$run/rolling-back" || exit 0']
+        + list(STOP_APPLY)
+        + [f"touch {rolled}", ""]
+    )
+    assert start(run, _apply_text(run, 30, body), rollback, 3).returncode == 0
+    assert wait_for(rolled, 15)
+    time.sleep(0.5)
+    marker.unlink()
+    time.sleep(1)
+    assert not marker.exists()
+    assert (run / "apply.status").read_text().strip() == "running"

@@ -128,7 +128,7 @@ def test_real_run_on_fake_hosts_changes_every_host(tmp_path: Path) -> None:
     for host in HOSTS:
         lines = "\n".join(_host_lines(output, host))
         assert "$ ip link add dev mgmt0 type vrf table 10" in lines
-        assert "rollback armed for 120 s" in lines
+        assert "rollback due 120 s after the apply ends (at the latest 420 s" in lines
         assert "confirmed over a new ssh connection, rollback disarmed" in lines
 
 

@@ -157,7 +157,7 @@ def test_differences_see_a_leftover_l3mdev_rule_and_a_stray_default() -> None:
 def test_networkmanager_brings_back_the_profile_it_had_active_on_the_port() -> None:
     spec = seed_spec()
     result = plan(spec, broken_state())  # NetworkManager runs there: it activates eth2
-    apply_lines = apply_script(result).splitlines()
+    apply_lines = apply_script(result, 120).splitlines()
     record = next(i for i, line in enumerate(apply_lines) if paths.NM_ACTIVE in line)
     first_network = next(i for i, line in enumerate(apply_lines) if line.startswith("nmcli --wait"))
     assert record < first_network
@@ -191,5 +191,5 @@ def test_without_networkmanager_activations_nothing_is_recorded_or_reactivated()
     state = broken_state()
     state = replace(state, network_manager=replace(state.network_manager, running=False))
     result = plan(seed_spec(), state)
-    assert paths.NM_ACTIVE not in apply_script(result)
+    assert paths.NM_ACTIVE not in apply_script(result, 120)
     assert "connection up" not in rollback_script(seed_spec(), state, result)
