@@ -116,6 +116,7 @@ arm() {
             --on-calendar="$(date -u -d "@$2" '+%Y-%m-%d %H:%M:%S UTC')" \
             --timer-property=AccuracySec=1s /bin/sh "$run/rollback.sh"
     else
+        # shellcheck disable=SC2016 # expanded by the inner shell
         nohup sh -c 'sleep "$1"; exec sh "$2"' "$1" "$(($2 - $(date +%s)))" "$run/rollback.sh" \
             >/dev/null 2>&1 </dev/null &
         echo "$!" >>"$run/sleepers"
@@ -126,9 +127,11 @@ arm() {
 # The sleeping shells of a run where systemd does not run: after a reboot a pid may be
 # another process's, so only one still running rollback.sh is stopped.
 _STOP_SLEEPERS = r"""
-for pid in $(cat "$run/sleepers" 2>/dev/null); do
-    grep -qs rollback.sh "/proc/$pid/cmdline" && kill "$pid" 2>/dev/null
-done
+if [ -f "$run/sleepers" ]; then
+    while read -r pid; do
+        grep -qs rollback.sh "/proc/$pid/cmdline" && kill "$pid" 2>/dev/null
+    done <"$run/sleepers"
+fi
 """
 
 
@@ -240,7 +243,7 @@ def apply_script(plan: Plan, timeout: int) -> str:
                 )
             )
     lines += _ip_batch(batch)
-    lines += ['echo "mgmt-vrf: apply done $(date -u +%FT%TZ)"', "ended done"]
+    lines += ['echo "mgmt-vrf: apply done $(date -u +%FT%TZ)"', 'ended "done"']
     return "\n".join(lines) + "\n"
 
 

@@ -93,7 +93,7 @@ def test_apply_script_runs_every_change_in_order_and_stops_at_the_first_failure(
     assert len(saves) == len({c.path for c in result.changes if not isinstance(c, RunCommand)})
     assert max(saves) < first_change
     assert lines.index(f"sleep {apply.APPLY_DELAY}") < min(saves)
-    assert lines[-2:] == ['echo "mgmt-vrf: apply done $(date -u +%FT%TZ)"', "ended done"]
+    assert lines[-2:] == ['echo "mgmt-vrf: apply done $(date -u +%FT%TZ)"', 'ended "done"']
     removed = [c.path for c in result.changes if isinstance(c, RemoveFile)]
     assert all(any(path in line and "rm -f" in line for line in lines) for path in removed)
     # The two l3mdev rules run alone (a rule line names no address, so ip needs -4 or -6),
@@ -302,7 +302,7 @@ def _rollback_text(run: Path, rolled: Path) -> str:
 
 def test_the_apply_opens_the_confirmation_window_when_it_ends(tmp_path: Path) -> None:
     run, rolled = tmp_path / "run", tmp_path / "rolled"
-    body = "sleep 3\nended done"
+    body = 'sleep 3\nended "done"'
     begin = time.time()
     # Hard bound 60 s away; the apply takes 3 s, then the rollback is due 2 s later.
     assert start(run, _apply_text(run, 2, body), _rollback_text(run, rolled), 60).returncode == 0
@@ -319,7 +319,7 @@ def test_the_apply_opens_the_confirmation_window_when_it_ends(tmp_path: Path) ->
 def test_a_status_read_tells_the_host_clock_and_its_deadline(tmp_path: Path) -> None:
     run, rolled = tmp_path / "run", tmp_path / "rolled"
     assert (
-        start(run, _apply_text(run, 30, "ended done"), _rollback_text(run, rolled), 90).returncode
+        start(run, _apply_text(run, 30, 'ended "done"'), _rollback_text(run, rolled), 90).returncode
         == 0
     )
     deadline = time.time() + 10
@@ -346,7 +346,7 @@ def test_a_hung_apply_is_stopped_at_the_hard_bound_with_what_it_started(tmp_path
     marker = tmp_path / "child-alive"
     # The apply starts a child that never returns (a `systemctl restart` of a unit that
     # hangs, say); the rollback at the hard bound stops the apply's whole session.
-    body = f"sh -c 'while :; do touch {marker}; sleep 0.2; done'\nended done"
+    body = f"sh -c 'while :; do touch {marker}; sleep 0.2; done'\nended \"done\""
     rollback = "\n".join(
         [f"run={shlex.quote(str(run))}", 'mv "$run/armed" "$run/rolling-back" || exit 0']
         + list(STOP_APPLY)
