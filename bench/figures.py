@@ -58,6 +58,8 @@ class Measurement:
     outcome: str
     # 1-minute load average as the run started: the machine is shared, this says how much.
     load: float = 0.0
+    # Hosts the run reported ROLLED BACK: on the lab's good fleet file, every one is false.
+    rolled_back: int = 0
 
     @property
     def commands(self) -> tuple[int, int]:
@@ -115,6 +117,10 @@ class Figure:
     def load(self) -> float:
         return statistics.mean(m.load for m in self.samples)
 
+    @property
+    def rolled_back(self) -> int:
+        return max(m.rolled_back for m in self.samples)
+
 
 Results = Mapping[int, Mapping[str, Figure]]
 
@@ -168,6 +174,14 @@ def report_totals(output: str) -> str | None:
     return found[-1].strip() if found else None
 
 
+_ROLLED_BACK = re.compile(r"^\s*\[([^\]]+)\] mgmt-vrf: ROLLED BACK", re.M)
+
+
+def rolled_back(output: str) -> int:
+    """How many hosts a deploy run reported as rolled back."""
+    return len(set(_ROLLED_BACK.findall(output)))
+
+
 def outcome(kind: str, output: str) -> str:
     """What a run says it did, in a few words; "?" when its output has no summary."""
     if kind == "dry":
@@ -183,7 +197,9 @@ def outcome(kind: str, output: str) -> str:
         text = f"{success}/{hosts} ok"
     else:
         text = f"{success} changed, {nochange} unchanged"
-    return text + (f", {error} failed" if error else "")
+    text += f", {error} failed" if error else ""
+    undone = rolled_back(output)
+    return text + (f" ({undone} rolled back)" if undone else "")
 
 
 @dataclass(frozen=True)
@@ -230,6 +246,13 @@ def targets(results: Results, main: int) -> list[Target]:
             f"{report.seconds:.1f} s vs {nochange.seconds:.1f} s",
         ),
     ]
+    out.append(
+        Target(
+            "first converge changes every host and rolls none back",
+            first.rolled_back == 0 and all(s.exit_code == 0 for s in first.samples),
+            f"{first.outcome}, exit {first.exit_codes}",
+        )
+    )
     out.append(memory_target(results))
     return out
 

@@ -139,6 +139,7 @@ def measure(
         counts=counts,
         outcome=figures.outcome(kind, output),
         load=load,
+        rolled_back=figures.rolled_back(output),
     )
 
 

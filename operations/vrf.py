@@ -101,7 +101,7 @@ class _HostRemote:
 
     def __init__(self, host: Host, spec: HostSpec) -> None:
         self.host = host
-        self.probe = probe_command(**paths.probe_arguments(spec))
+        self.probe = _probe(spec)
 
     def _fresh(self, command: str, within: float) -> tuple[bool, list[str]]:
         with gevent.Timeout(within, False):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tomllib
+from dataclasses import replace
 from pathlib import Path
 
 from bench import figures
@@ -29,6 +30,13 @@ PARTLY_FAILED_OUT = """
     Converge management VRFs   3       2         1       -
     Grand total                3       2         1       -
 """
+# The line the deploy prints for a host that rolled back (operations/vrf.py), lab3 here.
+ROLLED_BACK_LINE = (
+    "    [lab3] mgmt-vrf: ROLLED BACK (no path): the change ended, but no new ssh connection "
+    "could be opened within 30 s after it ended (rollback_timeout): the change most likely "
+    "cut the management path. The host is back in its state from before the run "
+    "(log: /var/lib/mgmt-vrf/run/log). Fix the fleet file and run again.\n"
+)
 DRY_CLEAN_OUT = """
 --> Detected changes:
     Operation                  Change   Conditional Change
@@ -147,6 +155,10 @@ def test_outcomes_in_words() -> None:
     assert figures.outcome("floor", FLOOR_OUT) == "3/3 ok"
     assert figures.outcome("nochange", NOCHANGE_OUT) == "0 changed, 3 unchanged"
     assert figures.outcome("first", PARTLY_FAILED_OUT) == "2 changed, 0 unchanged, 1 failed"
+    assert (
+        figures.outcome("first", ROLLED_BACK_LINE + PARTLY_FAILED_OUT)
+        == "2 changed, 0 unchanged, 1 failed (1 rolled back)"
+    )
     assert figures.outcome("dry", DRY_DRIFTED_OUT) == "2 would change"
     assert (
         figures.outcome("report", REPORT_OUT) == "1 converged, 1 drifted, 1 unreachable, 0 refused"
@@ -184,6 +196,7 @@ def test_targets_met() -> None:
         "first converge <= 6 remote commands per host": True,
         "dry run no slower than the no-change converge": True,
         "drift report no slower than the no-change converge": True,
+        "first converge changes every host and rolls none back": True,
         "controller memory grows no worse than linearly with hosts": None,
     }
 
@@ -241,3 +254,12 @@ def test_render_shows_command_tables_and_verdicts() -> None:
     assert "| floor (exec -- true) | 61.0 | 66.0 | x1.08 | 0.71 |" in text
     assert "- MISSED: first converge <= 6 remote commands per host (max 25 per host)" in text
     assert "- met: no-change converge <= 1.3 x floor (12.0 s / 10.0 s = 1.20 x)" in text
+
+
+def test_a_rolled_back_host_in_the_first_converge_misses_its_target() -> None:
+    assert figures.rolled_back(ROLLED_BACK_LINE * 2 + PARTLY_FAILED_OUT) == 1
+    target = "first converge changes every host and rolls none back"
+    assert verdicts({3: runs()}, 3)[target] is True
+    bad = runs()
+    bad["first"] = one(replace(bad["first"].samples[0], exit_code=1, rolled_back=1))
+    assert verdicts({3: bad}, 3)[target] is False
