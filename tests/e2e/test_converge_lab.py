@@ -103,7 +103,8 @@ def test_rolled_back_host_is_exactly_as_before_and_reachable(lab: Lab, first: Fi
     assert len(defaults(lab, host, 4, "main")) == 2
     # rollback_timeout after the apply ended, by the host's own clock.
     log = lab.check(host, f"cat {paths.RUN_LOG}")
-    assert rollback_delay(log) == pytest.approx(TEST_ROLLBACK_TIMEOUT, abs=3), log
+    # Not before (its whole window), and late only by the timer's and a busy host's slack.
+    assert TEST_ROLLBACK_TIMEOUT - 1 <= rollback_delay(log) <= TEST_ROLLBACK_TIMEOUT + 10, log
     assert "mgmt-vrf-rollback" not in lab.check(host, "systemctl list-timers --all")
     # The change had moved sshd into the VRF (where no new connection could reach it); the
     # rollback removed its drop-in and restarted it in the default VRF.
