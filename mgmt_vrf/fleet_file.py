@@ -85,6 +85,14 @@ SSH_DATA_KEYS = {
     "known_hosts_file": "ssh_known_hosts_file",
     "strict_host_key_checking": "ssh_strict_host_key_checking",
 }
+# pyinfra connects to every host at once by default, and a burst of handshakes can fail on
+# hosts that are fine (seen at 50 hosts at once on the lab: "No existing session"). Each
+# host gets a few more tries, spread out so the retries are no burst of their own.
+CONNECT_RETRY_DATA = {
+    "ssh_connect_retries": 2,
+    "ssh_connect_retry_min_delay": 1.0,
+    "ssh_connect_retry_max_delay": 5.0,
+}
 SPEC_DATA_KEY = "mgmt_vrf_spec"
 FLEET_FILE_DATA_KEY = "mgmt_vrf_fleet_file"
 ALL_HOSTS_GROUP = "mgmt_vrf_hosts"
@@ -1345,7 +1353,7 @@ def host_data(spec: HostSpec, fleet_file: str | Path) -> dict[str, Any]:
     pyinfra keeps host data as plain Python objects (no JSON round trip), so the HostSpec
     itself travels in the data; `spec_from_data` still accepts the dict form.
     """
-    data: dict[str, Any] = {"ssh_hostname": spec.ssh.address}
+    data: dict[str, Any] = {"ssh_hostname": spec.ssh.address, **CONNECT_RETRY_DATA}
     for attr, key in SSH_DATA_KEYS.items():
         value = getattr(spec.ssh, attr)
         if value is not None:

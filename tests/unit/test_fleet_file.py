@@ -965,6 +965,10 @@ def test_host_data_has_connector_keys_only_when_given(tmp_path: Path) -> None:
         "ssh_hostname": "192.0.2.21",
         "ssh_port": 2222,
         "ssh_strict_host_key_checking": "yes",
+        # Always: a burst of handshakes to a whole fleet must not fail hosts that are fine.
+        "ssh_connect_retries": 2,
+        "ssh_connect_retry_min_delay": 1.0,
+        "ssh_connect_retry_max_delay": 5.0,
         "mgmt_vrf_spec": fleet.hosts[0],
         "mgmt_vrf_fleet_file": str(path.resolve()),
     }
