@@ -226,6 +226,8 @@ def _confirm(
         deadline.follow(status, sent)
         if status.rolling_back or status.rolled_back:
             return False
+        if status.confirmed:
+            return True  # our last confirmation landed, though its answer was lost
         problem = verdict(status, spec, after)
         if problem is not None:
             seen.cause, seen.reason = "wrong", problem
@@ -233,7 +235,10 @@ def _confirm(
             seen.told = True
             return False
         seen.checked = True
-        return deadline.left > 1 and remote.confirm()
+        if deadline.left > 1 and remote.confirm():
+            return True
+        # Refused (the rollback won the race) or its answer lost: the next look says which.
+        clock.sleep(RETRY_INTERVAL)
     return False
 
 

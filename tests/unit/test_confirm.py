@@ -51,6 +51,7 @@ class SimHost:
     timer_fires: bool = True
     confirm_reply_lost: bool = False
     confirm_refused: bool = False  # the host's timer wins the race for the armed marker
+    confirm_drops: int = 0  # this many confirmations never reach the host
     # what happened
     confirmed_at: float | None = None
     told_at: float | None = None
@@ -139,6 +140,9 @@ class SimHost:
         return status, converged_state() if self.converged else broken_state()
 
     def confirm(self) -> bool:
+        if self.confirm_drops:
+            self.confirm_drops -= 1
+            return False
         if self.confirm_refused:
             self.told_at = self.clock.now  # the timer fired first
             return False
@@ -247,3 +251,9 @@ def test_a_host_never_reached_ends_by_the_hard_bound_plus_the_margin() -> None:
     assert not outcome.confirmed and not outcome.rolled_back
     assert clock.now <= 90 + confirm.ROLLBACK_MARGIN + CONNECT_TIMEOUT
     assert "still does not say it has rolled back" in outcome.message(spec)
+
+
+def test_a_confirmation_lost_on_the_way_is_sent_again_while_there_is_time() -> None:
+    outcome, host = run(apply_takes=5.0, confirm_drops=1)
+    assert outcome.confirmed and host.confirmed_at is not None
+    assert host.rollback_start is None
