@@ -109,6 +109,7 @@ ALL_HOSTS_GROUP = "mgmt_vrf_hosts"
 _HOST_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _GROUP_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
 _BARE_KEY_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+_AT_END = " (at end of document)"
 _TOML_POS_RE = re.compile(r"^(?P<msg>.*?)\s*\(at line (?P<line>\d+), column (?P<col>\d+)\)$")
 
 
@@ -186,7 +187,7 @@ def parse_fleet(text: str, source: str | Path = "fleet.toml") -> Fleet:
     try:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise FleetError([_toml_error(label, exc)]) from None
+        raise FleetError([_toml_error(label, exc, text)]) from None
     errors = _Errors(label)
     fleet = _parse_document(document, source, errors)
     if errors.messages or fleet is None:
@@ -194,15 +195,19 @@ def parse_fleet(text: str, source: str | Path = "fleet.toml") -> Fleet:
     return fleet
 
 
-def _toml_error(label: str, exc: Exception) -> str:
+def _toml_error(label: str, exc: Exception, document: str) -> str:
     text = str(exc)
     match = _TOML_POS_RE.match(text)
     if match:
-        return (
-            f"{label}:{match['line']}:{match['col']}: TOML syntax error at line {match['line']}, "
-            f"column {match['col']}: {match['msg']}"
-        )
-    return f"{label}: TOML syntax error: {text}"
+        line, col, msg = match["line"], match["col"], match["msg"]
+    elif text.endswith(_AT_END):
+        # The file stops inside a statement (cut short, an unclosed [table]): point there.
+        line = str(document.count("\n") + 1)
+        col = str(len(document.rpartition("\n")[2]) + 1)
+        msg = text.removesuffix(_AT_END) + "; the file ends here"
+    else:
+        return f"{label}: TOML syntax error: {text}"
+    return f"{label}:{line}:{col}: TOML syntax error at line {line}, column {col}: {msg}"
 
 
 class _Errors:

@@ -52,7 +52,7 @@ def shellcheck(files: Mapping[str, str]) -> str:
     with tempfile.TemporaryDirectory() as tmp:
         names = []
         for i, (name, text) in enumerate(files.items()):
-            sourced = paths.ifcfg("") in name
+            sourced = Path(name).name.startswith("ifcfg-") or "-ifcfg-" in name
             copy = Path(tmp) / f"{i:04d}-{Path(name).name}"
             copy.write_text((_SOURCED_HEADER if sourced else "") + text)
             names.append(str(copy))
