@@ -1575,6 +1575,7 @@ def spec_from_data(data: HostSpec | Mapping[str, Any], source: str = "host data"
         raise FleetError([f"{source}: name: missing; the dict needs the host's name"])
     where = f"host {name}"
     raw_groups = raw.pop("groups", None)
+    # No fleet file here: spec_to_data wrote absolute ssh paths; any other is read from cwd.
     layer = _check_layer(raw, where, errors, is_host=True, base=Path.cwd())
     if raw_groups is not None:
         layer["groups"] = _checked(raw_groups, where, "groups", _group_list, errors)

@@ -215,7 +215,14 @@ def _hostile(spec: HostSpec) -> tuple[HostSpec, list[str]]:
 
 
 def _assert_one_word(text: str, names: list[str], where: str) -> None:
+    heredoc_end = None
     for number, line in enumerate(text.splitlines(), 1):
+        if heredoc_end is not None:
+            # A quoted here-document (`ip -batch - <<'END'`): read by ip, never expanded.
+            heredoc_end = None if line == heredoc_end else heredoc_end
+            continue
+        if quoted_heredoc := re.search(r"<<'(\w+)'", line):
+            heredoc_end = quoted_heredoc[1]
         if line.lstrip().startswith("#") or HOSTILE not in line:
             continue
         lexer = shlex.shlex(line, posix=True, punctuation_chars=";&|()<>")
@@ -273,6 +280,9 @@ def test_generated_fleet_files(tmp_path: Path) -> None:
             hostile, names = _hostile(spec)
             for backend in BACKENDS:
                 for name, text in shell_files(hostile, backend).items():
+                    _assert_one_word(text, names, name)
+            if hostile.present_vrfs:
+                for name, text in run_scripts(hostile, clean_state()).items():
                     _assert_one_word(text, names, name)
 
     check()
