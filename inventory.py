@@ -46,7 +46,17 @@ def _fail(path: Path, messages: list[str] | tuple[str, ...], hint: str = "") -> 
 
 
 def _groups() -> dict[str, list[tuple[str, dict[str, object]]]]:
-    chosen = os.environ.get(_ENV, "").strip()
+    given = os.environ.get(_ENV)
+    chosen = (given or "").strip()
+    if given is not None and not chosen:
+        # Set but blank is a mistake (an empty shell variable), never a request for the lab.
+        _fail(
+            Path(f"${_ENV}"),
+            [
+                f"{_ENV} is set but {'empty' if not given else 'only whitespace'}; set it to "
+                f"your fleet file, or unset it to use the lab fleet {_LAB_FLEET}"
+            ],
+        )
     path = Path(chosen) if chosen else _LAB_FLEET
     if not chosen and not path.exists():
         _fail(

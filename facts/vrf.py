@@ -7,7 +7,6 @@ normal answer rather than a failed host.
 
 from __future__ import annotations
 
-import shlex
 from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
@@ -16,6 +15,7 @@ from pyinfra.api import FactBase
 from pyinfra.api.exceptions import FactProcessError
 from typing_extensions import override
 
+from mgmt_vrf.commands import sh_quote
 from mgmt_vrf.hoststate import HostState
 from mgmt_vrf.probe import (
     ProbeError,
@@ -39,7 +39,7 @@ def _refusal(fact: str, error: ValueError) -> str:
     # An exception raised here would reach the user as a greenlet traceback: pyinfra gives
     # facts no way to refuse their arguments. A command that only prints why and fails shows
     # the message as the host's fact error instead; it changes nothing there.
-    return f"printf '%s\\n' {shlex.quote(f'{fact}: {error}')} >&2; exit 2"
+    return f"printf '%s\\n' {sh_quote(f'{fact}: {error}')} >&2; exit 2"
 
 
 def _parse(output: list[str]) -> HostState:

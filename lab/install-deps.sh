@@ -1,11 +1,13 @@
 #!/bin/sh
-# Installs what the lab needs on a Debian 12 machine. Safe to run again.
+# Installs what the lab and the tests need on a Debian 12 machine (shellcheck: the unit
+# tests check every generated script with it). Safe to run again.
 # It never starts services on this machine: a temporary policy-rc.d refuses
 # every start that package scripts request (exit 101), unless one already exists.
 set -eu
 
 PACKAGES="qemu-system-x86 qemu-utils linux-image-amd64 busybox-static openssh-server openssh-client \
-iproute2 iputils-ping systemd systemd-container dbus nftables socat kmod procps psmisc tcpdump curl"
+iproute2 iputils-ping systemd systemd-container dbus nftables socat kmod procps psmisc tcpdump curl \
+shellcheck"
 
 need=""
 for p in $PACKAGES; do

@@ -20,12 +20,11 @@ from __future__ import annotations
 
 import base64
 import posixpath
-import shlex
 from dataclasses import dataclass
 from ipaddress import ip_interface
 
 from . import paths
-from .commands import Argv, backup, backup_and_remove, install_staged, to_shell
+from .commands import Argv, backup, backup_and_remove, install_staged, sh_quote, to_shell
 from .plan import Plan, RemoveFile, RunCommand, WriteFile, activated_ports
 from .rollback import touched_paths
 
@@ -34,8 +33,7 @@ from .rollback import touched_paths
 APPLY_DELAY = 2
 
 
-def _q(value: object) -> str:
-    return shlex.quote(str(value))
+_q = sh_quote
 
 
 def _b64(text: str) -> str:
@@ -199,7 +197,8 @@ def apply_script(plan: Plan, timeout: int) -> str:
             f"nmcli -t -f UUID,DEVICE connection show --active >{_q(paths.NM_ACTIVE)} "
             f"|| fail 'read the profiles NetworkManager has active'"
         )
-    lines.append(f"mkdir -p -m 0700 {_q(paths.STAGING_DIR)} || fail 'staging directory'")
+    staging = _q(paths.STAGING_DIR)
+    lines.append(f"{{ mkdir -p {staging} && chmod 0700 {staging}; }} || fail 'staging directory'")
     batch: list[RunCommand] = []
     for i, change in enumerate(plan.changes):
         if isinstance(change, RunCommand) and _batchable(change, batch):

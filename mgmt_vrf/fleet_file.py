@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import os
 import re
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
@@ -53,6 +54,8 @@ from .model import (
     Ssh,
     State,
     Vrf,
+    needs_dev,
+    nexthop_port,
 )
 
 __all__ = [
@@ -66,7 +69,21 @@ __all__ = [
     "spec_to_data",
 ]
 
-IFNAMSIZ = 16  # the kernel's buffer, NUL included: 15 usable characters
+IFNAMSIZ = 16  # the kernel's buffer, NUL included: 15 usable bytes
+IFNAME_MAX = IFNAMSIZ - 1
+# What real interface names use. Linux accepts far more ($, `, ;, quotes...), but these names
+# land in root shell code (our scripts, ifcfg files that network-scripts source), in sysctl
+# keys and in `ip` arguments: refused here, and quoted there all the same.
+IFNAME_CHARS = "letters, digits, '_', '.' and '-'"
+_IFNAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
+# Words that mean something else where our device names go: `ip vrf exec default` and
+# `mgmt-vrf-exec default` run outside every VRF, and net.ipv4/ipv6.conf.{all,default} are
+# the sysctls of every interface, not of a device with that name.
+RESERVED_DEVICE_NAMES = {
+    "default": "means 'outside every VRF' to ip vrf exec and mgmt-vrf-exec, and "
+    "net.ipv6.conf.default is the sysctl template of new interfaces",
+    "all": "net.ipv4.conf.all and net.ipv6.conf.all are the sysctls of every interface",
+}
 TABLE_MAX = 2**32 - 1
 RESERVED_TABLES = {253: "default", 254: "main", 255: "local"}
 TABLE_HINT = f"use 1-252 or 256-{TABLE_MAX}"
@@ -100,6 +117,7 @@ ALL_HOSTS_GROUP = "mgmt_vrf_hosts"
 _HOST_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _GROUP_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
 _BARE_KEY_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+_AT_END = " (at end of document)"
 _TOML_POS_RE = re.compile(r"^(?P<msg>.*?)\s*\(at line (?P<line>\d+), column (?P<col>\d+)\)$")
 
 
@@ -152,12 +170,22 @@ def load_fleet(path: str | Path) -> Fleet:
     except OSError as exc:
         raise FleetError([f"{label}: cannot read the fleet file: {exc.strerror or exc}"]) from None
     try:
-        text = raw.decode("utf-8")
+        # utf-8-sig: a BOM (some Windows editors write one) is dropped, as TOML tools do.
+        text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise FleetError(
-            [f"{label}: byte {exc.start} is not UTF-8; TOML files must be UTF-8 text"]
-        ) from None
+        raise FleetError([_not_utf8(label, raw, exc.start)]) from None
     return parse_fleet(text, source=path)
+
+
+def _not_utf8(label: str, raw: bytes, start: int) -> str:
+    line_start = raw.rfind(b"\n", 0, start) + 1
+    line = raw.count(b"\n", 0, start) + 1
+    # Columns count characters, as editors and TOML errors do; the bad byte is not one.
+    column = len(raw[line_start:start].decode("utf-8", errors="replace")) + 1
+    return (
+        f"{label}:{line}:{column}: byte 0x{raw[start]:02x} at line {line}, column {column} "
+        "is not UTF-8; TOML files must be UTF-8 text (save the file as UTF-8)"
+    )
 
 
 def parse_fleet(text: str, source: str | Path = "fleet.toml") -> Fleet:
@@ -167,7 +195,7 @@ def parse_fleet(text: str, source: str | Path = "fleet.toml") -> Fleet:
     try:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise FleetError([_toml_error(label, exc)]) from None
+        raise FleetError([_toml_error(label, exc, text)]) from None
     errors = _Errors(label)
     fleet = _parse_document(document, source, errors)
     if errors.messages or fleet is None:
@@ -175,15 +203,19 @@ def parse_fleet(text: str, source: str | Path = "fleet.toml") -> Fleet:
     return fleet
 
 
-def _toml_error(label: str, exc: Exception) -> str:
+def _toml_error(label: str, exc: Exception, document: str) -> str:
     text = str(exc)
     match = _TOML_POS_RE.match(text)
     if match:
-        return (
-            f"{label}:{match['line']}:{match['col']}: TOML syntax error at line {match['line']}, "
-            f"column {match['col']}: {match['msg']}"
-        )
-    return f"{label}: TOML syntax error: {text}"
+        line, col, msg = match["line"], match["col"], match["msg"]
+    elif text.endswith(_AT_END):
+        # The file stops inside a statement (cut short, an unclosed [table]): point there.
+        line = str(document.count("\n") + 1)
+        col = str(len(document.rpartition("\n")[2]) + 1)
+        msg = text.removesuffix(_AT_END) + "; the file ends here"
+    else:
+        return f"{label}: TOML syntax error: {text}"
+    return f"{label}:{line}:{col}: TOML syntax error at line {line}, column {col}: {msg}"
 
 
 class _Errors:
@@ -210,9 +242,14 @@ class _Bad(Exception):
     """A checker's verdict on one value; the message is the `problem` part."""
 
 
+def _show(value: object) -> str:
+    """A value quoted as TOML would write it, readable: é stays é, a newline shows as \\n."""
+    return json.dumps(value, ensure_ascii=False)
+
+
 def _key(name: str) -> str:
     # Quote names the way TOML would, so a path with a dotted device name stays readable.
-    return name if _BARE_KEY_RE.match(name) else json.dumps(name)
+    return name if _BARE_KEY_RE.match(name) else _show(name)
 
 
 def _join(*parts: str) -> str:
@@ -231,7 +268,7 @@ def _describe(value: object) -> str:
     if isinstance(value, float):
         return f"the number {value}"
     if isinstance(value, str):
-        return f"the string {json.dumps(value)}"
+        return f"the string {_show(value)}"
     if isinstance(value, list):
         return "an array"
     if isinstance(value, dict):
@@ -293,9 +330,9 @@ def _boolean(value: object) -> bool:
 def _choice(*choices: str) -> Callable[[object], str]:
     def check(value: object) -> str:
         if not isinstance(value, str) or value not in choices:
-            wanted = ", ".join(json.dumps(c) for c in choices)
+            wanted = ", ".join(_show(c) for c in choices)
             hint = _nearest(value, choices) if isinstance(value, str) else None
-            extra = f"; did you mean {json.dumps(hint)}?" if hint else ""
+            extra = f"; did you mean {_show(hint)}?" if hint else ""
             raise _Bad(f"{_describe(value)} is not one of {wanted}{extra}")
         return value
 
@@ -305,13 +342,13 @@ def _choice(*choices: str) -> Callable[[object], str]:
 def _ssh_address(value: object) -> str:
     text = _string(value)
     if any(c.isspace() for c in text):
-        raise _Bad(f"{json.dumps(text)} contains whitespace; give one host name or IP address")
+        raise _Bad(f"{_show(text)} contains whitespace; give one host name or IP address")
     if "@" in text:
-        raise _Bad(f"{json.dumps(text)}: put the user in ssh_user, the address alone here")
+        raise _Bad(f"{_show(text)}: put the user in ssh_user, the address alone here")
     if text.count(":") == 1:
-        raise _Bad(f"{json.dumps(text)}: put the port in ssh_port, the address alone here")
+        raise _Bad(f"{_show(text)}: put the port in ssh_port, the address alone here")
     if text.startswith("["):
-        raise _Bad(f"{json.dumps(text)}: write an IPv6 address without brackets")
+        raise _Bad(f"{_show(text)}: write an IPv6 address without brackets")
     return text
 
 
@@ -335,19 +372,32 @@ def _table(value: object) -> int:
 
 
 def _ifname_problem(name: str) -> str | None:
-    """Why the kernel would refuse `name` as a device name (dev_valid_name), or None."""
+    """Why `name` cannot be a device name here, or None: the kernel's rules (dev_valid_name)
+    narrowed to the characters real interface names use."""
     if not name:
         return "is empty"
-    if len(name.encode()) >= IFNAMSIZ:
-        return f"is {len(name.encode())} characters long; Linux device names have at most 15"
+    size = len(name.encode())
+    if size > IFNAME_MAX:
+        return (
+            f"is {size} bytes long; Linux device names have at most {IFNAME_MAX} bytes "
+            f"(use {IFNAME_CHARS})"
+        )
     if name in (".", ".."):
-        return f"{json.dumps(name)} is not allowed as a device name"
-    bad = sorted({c for c in name if c in "/:%" or c.isspace() or not c.isprintable()})
-    if bad:
+        return f"{_show(name)} is not allowed as a device name"
+    if not _IFNAME_RE.fullmatch(name):
+        bad = sorted({c for c in name if not _IFNAME_RE.fullmatch(c)})
         shown = " ".join(repr(c) for c in bad)
-        # The kernel accepts '%' but reads it as a template: `ip link add mgmt%d` creates
-        # mgmt0, a device the fleet file does not name.
-        return f"contains {shown}; device names cannot contain '/', ':', '%' or whitespace"
+        return (
+            f"contains {shown}; a device name here uses only {IFNAME_CHARS}, "
+            f"at most {IFNAME_MAX} bytes, as real interface names do"
+        )
+    if name.startswith("-"):
+        return (
+            "starts with '-', which ip and mgmt-vrf-exec would read as an option; "
+            "start it with a letter or digit"
+        )
+    if name in RESERVED_DEVICE_NAMES:
+        return f"is reserved: {_show(name)} {RESERVED_DEVICE_NAMES[name]}; pick another name"
     return None
 
 
@@ -355,28 +405,39 @@ def _prefix_of(text: str, version: int) -> int:
     example = "24" if version == 4 else "64"
     if "/" not in text:
         raise _Bad(
-            f"{json.dumps(text)} has no prefix length; write it as {text}/{example} "
+            f"{_show(text)} has no prefix length; write it as {text}/{example} "
             "(or whatever the segment's prefix is)"
         )
     prefix = text.partition("/")[2]
     limit = 32 if version == 4 else 128
     if not prefix.isdigit():
         raise _Bad(
-            f"{json.dumps(text)}: the prefix must be a length such as /{example}, "
-            "not a netmask or text"
+            f"{_show(text)}: the prefix must be a length such as /{example}, not a netmask or text"
         )
     if int(prefix) > limit:
-        raise _Bad(f"{json.dumps(text)}: prefix /{prefix} is too long for IPv{version} (0-{limit})")
+        raise _Bad(f"{_show(text)}: prefix /{prefix} is too long for IPv{version} (0-{limit})")
     return int(prefix)
 
 
+def _no_zone(text: str) -> None:
+    # Python parses "fe80::1%eth2", the kernel's tools do not all; and the fleet file already
+    # says which device an address belongs to.
+    if "%" in text:
+        zone = text.partition("%")[2].partition("/")[0]
+        raise _Bad(
+            f"{_show(text)} has an IPv6 zone id (%{zone}); write the address without it: "
+            "the device is the interface it is written under, or the VRF's port"
+        )
+
+
 def _address_of(text: str, version: int, other_key: str) -> IPv4Address | IPv6Address:
+    _no_zone(text)
     try:
         addr = ip_address(text)
     except ValueError:
-        raise _Bad(f"{json.dumps(text)} is not a valid IPv{version} address") from None
+        raise _Bad(f"{_show(text)} is not a valid IPv{version} address") from None
     if addr.version != version:
-        raise _Bad(f"{json.dumps(text)} is an IPv{addr.version} address; put it under {other_key}")
+        raise _Bad(f"{_show(text)} is an IPv{addr.version} address; put it under {other_key}")
     return addr
 
 
@@ -385,6 +446,7 @@ def _interface_address(version: int) -> Callable[[object], IPv4Interface | IPv6I
 
     def check(value: object) -> IPv4Interface | IPv6Interface:
         text = _string(value).strip()
+        _no_zone(text)
         # The address first: an IPv6 address under ipv4 is a misplaced line, not a bad prefix.
         addr = _address_of(text.partition("/")[0], version, other)
         prefix = _prefix_of(text, version)
@@ -411,7 +473,7 @@ def _gateway(version: int) -> Callable[[object], IPv4Address | IPv6Address]:
     def check(value: object) -> IPv4Address | IPv6Address:
         text = _string(value).strip()
         if "/" in text:
-            raise _Bad(f"{json.dumps(text)}: a gateway is one address, write it without /prefix")
+            raise _Bad(f"{_show(text)}: a gateway is one address, write it without /prefix")
         return _address_of(text, version, other)
 
     return check
@@ -427,7 +489,7 @@ def _names(
 ) -> tuple[str, ...]:
     """An array of names, each checked, none twice (after `normal`)."""
     if isinstance(value, str):
-        raise _Bad(f"expected an array of {what}, write {key} = [{json.dumps(value)}]")
+        raise _Bad(f"expected an array of {what}, write {key} = [{_show(value)}]")
     if not isinstance(value, list):
         raise _Bad(f"expected an array of {what}, got {_describe(value)}")
     names: list[str] = []
@@ -436,7 +498,7 @@ def _names(
             raise _Bad(f"item {i} is {_describe(item)}; {in_quotes}")
         problem = problem_of(item)
         if problem:
-            raise _Bad(f"{json.dumps(item)} {problem}")
+            raise _Bad(f"{_show(item)} {problem}")
         name = normal(item)
         if name in names:
             raise _Bad(f"{name} is listed twice")
@@ -514,7 +576,7 @@ def _services(value: object) -> tuple[str, ...]:
 
 def _group_list(value: object) -> tuple[str, ...]:
     if isinstance(value, str):
-        raise _Bad(f"expected an array of group names, write groups = [{json.dumps(value)}]")
+        raise _Bad(f"expected an array of group names, write groups = [{_show(value)}]")
     if not isinstance(value, list):
         raise _Bad(f"expected an array of group names, got {_describe(value)}")
     names: list[str] = []
@@ -524,6 +586,40 @@ def _group_list(value: object) -> tuple[str, ...]:
         if item not in names:
             names.append(item)
     return tuple(names)
+
+
+# What each file is for, said when it is missing: without the known-hosts file pyinfra's
+# default (accept-new) would trust whatever key answers first, silently.
+_SSH_FILES = {
+    "ssh_key": "the private key pyinfra logs in with",
+    "ssh_known_hosts_file": (
+        "the host keys this host is checked against; without it ssh would trust any key "
+        "on first use"
+    ),
+}
+
+
+def _ssh_file(key: str, base: Path) -> Checker:
+    """A path to an existing file, `~` expanded and relative paths taken from `base` (the
+    fleet file's directory), returned absolute so pyinfra finds it from any directory."""
+
+    def check(value: object) -> str:
+        text = _string(value)
+        path = Path(text).expanduser()
+        if not path.is_absolute():
+            path = base / path
+        path = Path(os.path.normpath(path))
+        if not path.exists():
+            relative = "" if Path(text).expanduser().is_absolute() else f", read from {base}"
+            raise _Bad(
+                f"{_show(text)} does not exist ({path}{relative}); it is {_SSH_FILES[key]}. "
+                "Fix the path (relative paths are read from the fleet file's directory)"
+            )
+        if path.is_dir():
+            raise _Bad(f"{_show(text)} is a directory ({path}); give the file")
+        return str(path)
+
+    return check
 
 
 def _nearest(word: str, known: Sequence[str]) -> str | None:
@@ -540,7 +636,7 @@ _HOST_SCALARS: dict[str, Checker] = {
     "ssh_address": _ssh_address,
     "ssh_user": _string,
     "ssh_port": _ssh_port,
-    "ssh_key": _string,
+    "ssh_key": _string,  # checked by _ssh_file, which needs the fleet file's directory
     "ssh_known_hosts_file": _string,
     "ssh_strict_host_key_checking": _choice(*STRICT_CHOICES),
     "backend": _choice(*BACKEND_CHOICES),
@@ -626,12 +722,15 @@ def _unknown_key(key: str, known: Sequence[str], hints: Mapping[str, str]) -> st
 
 
 def _check_layer(
-    raw: Mapping[str, Any], where: str, errors: _Errors, *, is_host: bool
+    raw: Mapping[str, Any], where: str, errors: _Errors, *, is_host: bool, base: Path
 ) -> dict[str, Any]:
-    """Check one [defaults], [groups.X] or [hosts.X] table; bad values become INVALID."""
+    """Check one [defaults], [groups.X] or [hosts.X] table; bad values become INVALID.
+    `base` is the directory relative ssh file paths are read from."""
     layer: dict[str, Any] = {}
     for key, value in raw.items():
-        if key in _HOST_SCALARS:
+        if key in _SSH_FILES:
+            layer[key] = _checked(value, where, key, _ssh_file(key, base), errors)
+        elif key in _HOST_SCALARS:
             layer[key] = _checked(value, where, key, _HOST_SCALARS[key], errors)
         elif key == "interfaces":
             layer[key] = _check_named_tables(value, where, key, errors, _check_interface)
@@ -679,7 +778,7 @@ def _check_named_tables(
         problem = _ifname_problem(name)
         if problem:
             kind = "VRF name" if key == "vrfs" else "device name"
-            errors.add(where, path, f"{kind} {json.dumps(name)} {problem}")
+            errors.add(where, path, f"{kind} {_show(name)} {problem}")
         if not isinstance(entry, dict):
             errors.add(where, path, f"expected a table [{path}], got {_describe(entry)}")
             entries[name] = INVALID
@@ -767,12 +866,13 @@ def _check_route(raw: Mapping[str, Any], where: str, path: str, errors: _Errors)
 
 def _route_destination(value: object) -> IPv4Network | IPv6Network:
     text = _string(value).strip()
+    _no_zone(text)
     if text == "default":
         raise _Bad("use the VRF's gateway4/gateway6 for its default route, not a route entry")
     try:
         network = ip_network(text, strict=False)
     except ValueError:
-        raise _Bad(f"{json.dumps(text)} is not a network such as 10.0.0.0/8") from None
+        raise _Bad(f"{_show(text)} is not a network such as 10.0.0.0/8") from None
     if _has_host_bits(text):
         raise _Bad(f"{text} has host bits set; the network is {network}")
     if network.prefixlen == 0:
@@ -793,11 +893,12 @@ def _has_host_bits(text: str) -> bool:
 def _route_via(value: object) -> IPv4Address | IPv6Address:
     text = _string(value).strip()
     if "/" in text:
-        raise _Bad(f"{json.dumps(text)}: via is one next-hop address, write it without /prefix")
+        raise _Bad(f"{_show(text)}: via is one next-hop address, write it without /prefix")
+    _no_zone(text)
     try:
         return ip_address(text)
     except ValueError:
-        raise _Bad(f"{json.dumps(text)} is not a valid IP address") from None
+        raise _Bad(f"{_show(text)} is not a valid IP address") from None
 
 
 # ---------------------------------------------------------------------------------------
@@ -815,10 +916,11 @@ def _parse_document(document: Mapping[str, Any], source: Path, errors: _Errors) 
             )
             errors.add("top level", _key(key), f"unknown table; {suggestion}")
 
+    base = source.resolve().parent
     defaults: dict[str, Any] = {}
     raw_defaults = document.get("defaults", {})
     if isinstance(raw_defaults, dict):
-        defaults = _check_layer(raw_defaults, "defaults", errors, is_host=False)
+        defaults = _check_layer(raw_defaults, "defaults", errors, is_host=False, base=base)
     else:
         errors.add(
             "top level", "defaults", f"expected a table [defaults], got {_describe(raw_defaults)}"
@@ -833,14 +935,14 @@ def _parse_document(document: Mapping[str, Any], source: Path, errors: _Errors) 
                 errors.add(
                     where,
                     "",
-                    f"the group name {json.dumps(name)} is used by pyinfra or this deploy; "
+                    f"the group name {_show(name)} is used by pyinfra or this deploy; "
                     "pick another name",
                 )
             elif not _GROUP_NAME_RE.match(name):
                 errors.add(
                     where,
                     "",
-                    f"{json.dumps(name)} is not a usable group name; "
+                    f"{_show(name)} is not a usable group name; "
                     "use letters, digits, '_' and '-', starting with a letter",
                 )
             if not isinstance(raw, dict):
@@ -849,7 +951,7 @@ def _parse_document(document: Mapping[str, Any], source: Path, errors: _Errors) 
                 )
                 groups[name] = {}
                 continue
-            groups[name] = _check_layer(raw, where, errors, is_host=False)
+            groups[name] = _check_layer(raw, where, errors, is_host=False, base=base)
     else:
         errors.add(
             "top level", "groups", f"expected tables [groups.NAME], got {_describe(raw_groups)}"
@@ -873,13 +975,13 @@ def _parse_document(document: Mapping[str, Any], source: Path, errors: _Errors) 
             errors.add(
                 where,
                 "",
-                f"{json.dumps(name)} is not a usable host name; "
+                f"{_show(name)} is not a usable host name; "
                 "use letters, digits, '.', '_' and '-', starting with a letter or digit",
             )
         if not isinstance(raw, dict):
             errors.add(where, "", f"expected a table [hosts.{_key(name)}], got {_describe(raw)}")
             continue
-        host_layer = _check_layer(raw, where, errors, is_host=True)
+        host_layer = _check_layer(raw, where, errors, is_host=True, base=base)
         layers: list[tuple[str | None, dict[str, Any]]] = [("[defaults]", defaults)]
         host_groups = host_layer.get("groups", ())
         if host_groups is not INVALID:
@@ -894,13 +996,14 @@ def _parse_document(document: Mapping[str, Any], source: Path, errors: _Errors) 
                     errors.add(
                         where,
                         "groups",
-                        f"unknown group {json.dumps(group)}; {suggestion}defined groups: {known}",
+                        f"unknown group {_show(group)}; {suggestion}defined groups: {known}",
                     )
         layers.append((None, host_layer))
         spec = _build_host(name, layers, where, errors)
         if spec is not None:
             specs.append(spec)
 
+    _check_distinct_machines(specs, errors)
     if errors.messages:
         return None
     return Fleet(
@@ -908,6 +1011,28 @@ def _parse_document(document: Mapping[str, Any], source: Path, errors: _Errors) 
         groups={name: tuple(hosts) for name, hosts in members.items()},
         source=source,
     )
+
+
+def _check_distinct_machines(specs: Sequence[HostSpec], errors: _Errors) -> None:
+    """Two entries that reach the same sshd are one machine: it would be converged twice,
+    each time towards another entry's spec."""
+    seen: dict[tuple[str, int], str] = {}
+    for spec in specs:
+        try:
+            address = str(ip_address(spec.ssh.address))
+        except ValueError:
+            address = spec.ssh.address.lower().rstrip(".")
+        port = spec.ssh.port or 22
+        first = seen.setdefault((address, port), spec.name)
+        if first != spec.name:
+            unset = "" if spec.ssh.port else " (22: ssh_port is not set)"
+            errors.add(
+                f"host {spec.name}",
+                "ssh_address",
+                f"{spec.ssh.address} port {port}{unset} is also where host {first} is reached; "
+                "both entries would converge the same machine. Give each host its own "
+                "ssh_address or ssh_port",
+            )
 
 
 # ---------------------------------------------------------------------------------------
@@ -1030,11 +1155,23 @@ def _host_interfaces(raw: Any, vrfs_raw: Any, err: _HostErrors) -> dict[str, Int
 
     result: dict[str, Interface] = {}
     main_default_owner: str | None = None
+    address_owner: dict[IPv4Address | IPv6Address, str] = {}
     for name, entry in raw.items():
         if not isinstance(entry, dict):
             continue
         base = _join("interfaces", _key(name))
         main_default = entry.get("main_default", False)
+        for addr_key in ("ipv4", "ipv6"):
+            address = entry.get(addr_key)
+            if address is None or address is INVALID:
+                continue
+            if address.ip in address_owner:
+                err.add(
+                    _join(base, addr_key),
+                    f"{address.ip} is also the address of {address_owner[address.ip]}; one "
+                    "address belongs to one interface (replies would leave by either)",
+                )
+            address_owner.setdefault(address.ip, name)
         gateways_ok = True
         for version in (4, 6):
             gw_key, addr_key = f"gateway{version}", f"ipv{version}"
@@ -1103,17 +1240,14 @@ def _host_interfaces(raw: Any, vrfs_raw: Any, err: _HostErrors) -> dict[str, Int
     return result
 
 
-# A link-local next hop means nothing without a device; a gateway on a port's subnet
-# leaves no doubt which port it is reached through.
-_LINK_LOCAL = "{} is link-local; use the router's address inside the port's subnet instead"
-
-
 def _gateway_problem(
     gateway: IPv4Address | IPv6Address, address: IPv4Interface | IPv6Interface
 ) -> str | None:
+    """Why `gateway` cannot be a router on the segment of `address`, or None. An IPv6
+    link-local gateway is on every IPv6 link: the route names the device instead."""
     network = address.network
-    if gateway.is_link_local:
-        return _LINK_LOCAL.format(gateway)
+    if needs_dev(gateway):
+        return None
     if gateway not in network:
         return f"{gateway} is outside {network}, the subnet of {address}"
     if gateway == address.ip:
@@ -1218,6 +1352,12 @@ def _host_vrfs(raw: Any, interfaces_raw: Any, err: _HostErrors) -> list[Vrf]:
                 route_list.append(route)
 
         services = entry.get("services", ())
+        if services and services is not INVALID and not present:
+            err.add(
+                _join(base, "services"),
+                f'{name} is marked state = "absent", so nothing runs inside it; remove its '
+                "services list (their drop-ins go with the VRF) or list them under a present VRF",
+            )
         if services is not INVALID and present:
             for unit in services:
                 if unit in service_owner:
@@ -1238,8 +1378,7 @@ def _host_vrfs(raw: Any, interfaces_raw: Any, err: _HostErrors) -> list[Vrf]:
                     gateway6=gateways[6],
                     routes=tuple(route_list),
                     state=cast(State, state),
-                    # An absent VRF runs nothing: its services leave it with it.
-                    services=tuple(services) if present else (),
+                    services=tuple(services),
                 )
             )
     return result
@@ -1300,22 +1439,37 @@ def _port_problem(
 def _on_port_segment(
     address: IPv4Address | IPv6Address, ports: Sequence[tuple[str, Mapping[str, Any]]], vrf: str
 ) -> str | None:
+    """Why `address` cannot be a next hop of `vrf` through one of its ports, or None."""
     version = address.version
-    if address.is_link_local:
-        return _LINK_LOCAL.format(address)
-    subnets = []
-    for port, entry in ports:
-        own = entry.get(f"ipv{version}")
-        if own is INVALID:
+    ifaces = []
+    for name, entry in ports:
+        if entry.get(f"ipv{version}") is INVALID:
             return None  # that address was reported already; no guessing about the rest
-        if own is None:
-            continue
-        if address in own.network and address != own.ip:
-            return None
-        subnets.append(f"{port}: {own.network}")
+        ifaces.append(Interface(name, ipv4=entry.get("ipv4"), ipv6=entry.get("ipv6")))
+    subnets = [
+        f"{i.name}: {own.network}"
+        for i in ifaces
+        if (own := i.ipv4 if version == 4 else i.ipv6) is not None
+    ]
     if not subnets:
         return f"{address} is IPv{version} but no port of {vrf} has an IPv{version} address"
-    return f"{address} is outside the IPv{version} subnets of {vrf}'s ports ({', '.join(subnets)})"
+    port = nexthop_port(address, ifaces)
+    if port is None and needs_dev(address):
+        return (
+            f"{address} is link-local, so the route must name its device, and {vrf} has "
+            f"{len(subnets)} ports with IPv6 addresses ({', '.join(subnets)}); use a router "
+            "address inside one port's subnet"
+        )
+    if port is None:
+        return (
+            f"{address} is outside the IPv{version} subnets of {vrf}'s ports ({', '.join(subnets)})"
+        )
+    subnet = port.ipv4 if version == 4 else port.ipv6
+    assert subnet is not None
+    problem = _gateway_problem(address, subnet)
+    return (
+        f"{problem} (port {port.name}); a next hop is a router, not the port" if problem else None
+    )
 
 
 def _check_lockout(
@@ -1429,7 +1583,8 @@ def spec_from_data(data: HostSpec | Mapping[str, Any], source: str = "host data"
         raise FleetError([f"{source}: name: missing; the dict needs the host's name"])
     where = f"host {name}"
     raw_groups = raw.pop("groups", None)
-    layer = _check_layer(raw, where, errors, is_host=True)
+    # No fleet file here: spec_to_data wrote absolute ssh paths; any other is read from cwd.
+    layer = _check_layer(raw, where, errors, is_host=True, base=Path.cwd())
     if raw_groups is not None:
         layer["groups"] = _checked(raw_groups, where, "groups", _group_list, errors)
     spec = _build_host(name, [(None, layer)], where, errors)

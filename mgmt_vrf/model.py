@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from ipaddress import (
     IPv4Address,
@@ -43,6 +44,25 @@ class Interface:
     gateway6: IPv6Address | None = None
     # True for the interface whose gateways are the main table's default routes.
     main_default: bool = False
+
+
+def nexthop_port(via: IPv4Address | IPv6Address, ports: Sequence[Interface]) -> Interface | None:
+    """The port a next hop is reached through: the one whose subnet holds it, or, for an
+    IPv6 link-local address (on every link, so in no subnet), the only port with an IPv6
+    address. None when no port, or more than one, could be meant."""
+    if isinstance(via, IPv6Address) and via.is_link_local:
+        with_v6 = [port for port in ports if port.ipv6 is not None]
+        return with_v6[0] if len(with_v6) == 1 else None
+    for port in ports:
+        own = port.ipv4 if via.version == 4 else port.ipv6
+        if own is not None and via in own.network:
+            return port
+    return None
+
+
+def needs_dev(via: IPv4Address | IPv6Address) -> bool:
+    """A link-local next hop means nothing without its device: routes through it name it."""
+    return isinstance(via, IPv6Address) and via.is_link_local
 
 
 @dataclass(frozen=True)
@@ -116,6 +136,12 @@ class HostSpec:
     @property
     def absent_vrfs(self) -> tuple[Vrf, ...]:
         return tuple(v for v in self.vrfs if not v.present)
+
+    def ports_of(self, vrf: Vrf) -> tuple[Interface, ...]:
+        return tuple(iface for name in vrf.ports if (iface := self.interface(name)) is not None)
+
+    def nexthop_port(self, vrf: Vrf, via: IPv4Address | IPv6Address) -> Interface | None:
+        return nexthop_port(via, self.ports_of(vrf))
 
     def vrf_of_port(self, port: str) -> Vrf | None:
         for vrf in self.present_vrfs:

@@ -131,7 +131,7 @@ def desired_files(spec: HostSpec, backend: str) -> dict[str, tuple[str, str, str
             if port in ports_in_use or iface is None:
                 continue
             files[paths.ifcfg(port)] = (
-                render.port_ifcfg(iface, None, backend),
+                render.port_ifcfg(spec, iface, None, backend),
                 MODE_CONFIG,
                 f"{port} leaves VRF {vrf.name}: plain profile",
             )
@@ -151,12 +151,12 @@ def desired_files(spec: HostSpec, backend: str) -> dict[str, tuple[str, str, str
             if iface is None:
                 continue
             files[paths.ifcfg(port)] = (
-                render.port_ifcfg(iface, vrf, backend),
+                render.port_ifcfg(spec, iface, vrf, backend),
                 MODE_CONFIG,
                 f"the one profile of {port}, port of VRF {vrf.name}",
             )
             for family, path in ((4, paths.route4(port)), (6, paths.route6(port))):
-                lines = render.port_route_lines(iface, vrf, family, backend)
+                lines = render.port_route_lines(spec, iface, vrf, family, backend)
                 files[path] = (
                     (render.route_file(lines), MODE_CONFIG, f"IPv{family} routes of {port}")
                     if lines

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Interface, IPv6Interface, ip_interface, ip_network
 from typing import Any, Literal
 
+from .commands import sh_quote
 from .hoststate import (
     LOCAL_TABLE,
     MAIN_TABLE,
@@ -132,7 +133,7 @@ class ProbeError(ValueError):
 
 def _marker(section: str, argument: str | None = None) -> str:
     text = f"{MARKER} {section}" if argument is None else f"{MARKER} {section} {argument}"
-    return f"printf '\\n%s\\n' {shlex.quote(text)}"
+    return f"printf '\\n%s\\n' {sh_quote(text)}"
 
 
 def _check_path(path: str) -> str:
@@ -151,9 +152,9 @@ def _check_port(port: str) -> str:
 def _host_section() -> list[str]:
     # Shell builtins wherever they do the job: on a slow CPU each process the probe starts
     # costs a tenth of a second, and every run reads the probe at least once per host.
-    wants = shlex.quote(UNIT_WANTS_LINK)
-    ifup_eth = shlex.quote(f"{NETWORK_SCRIPTS}/ifup-eth")
-    scripts_glob = shlex.quote(NETWORK_SCRIPTS) + "/*"
+    wants = sh_quote(UNIT_WANTS_LINK)
+    ifup_eth = sh_quote(f"{NETWORK_SCRIPTS}/ifup-eth")
+    scripts_glob = sh_quote(NETWORK_SCRIPTS) + "/*"
     return [
         _marker("host"),
         # `|| [ -n ]`: a last line without its newline counts too.
@@ -199,7 +200,7 @@ def _route_sections(families: Sequence[int] = (4, 6), table: str = "all") -> lis
         argument = None if table == "all" else table
         out += _ip_section(
             f"route{family}",
-            f"-N -j -{family} route show table {shlex.quote(table)}",
+            f"-N -j -{family} route show table {sh_quote(table)}",
             argument,
         )
     return out
@@ -214,7 +215,7 @@ def _sysctl_section(ports: Sequence[str]) -> list[str]:
     # One grep for all of them prints PATH:VALUE lines (a missing one, such as an absent
     # port's, prints nothing). Not the read builtin: dash reads /proc/sys a byte at a time
     # and gets only the first one ("-" for -1).
-    quoted = " ".join(shlex.quote(p) for p in paths)
+    quoted = " ".join(sh_quote(p) for p in paths)
     return [_marker("sysctl"), f"grep -H '' {quoted} 2>/dev/null"]
 
 
@@ -233,7 +234,7 @@ def _sysctl_line(line: str) -> tuple[str, str] | None:
 def _file_sections(paths: Sequence[str]) -> list[str]:
     out: list[str] = []
     for path in paths:
-        q = shlex.quote(path)
+        q = sh_quote(path)
         out.append(
             f"if [ -f {q} ]; then {_marker('file', path)}; "
             f"base64 < {q} 2>/dev/null || {_marker('file-error', path)}; "
@@ -261,8 +262,8 @@ def _profile_sections(skip: Sequence[str] = ()) -> list[str]:
         + ' { l = $0; sub(/^[[:space:]]*/, "", l); print s "." l }'
     )
     file_marker = f"'\\n{MARKER} file %s\\n'"
-    scripts = shlex.quote(NETWORK_SCRIPTS)
-    skip_case = "|".join(shlex.quote(p) for p in skip) or "''"
+    scripts = sh_quote(NETWORK_SCRIPTS)
+    skip_case = "|".join(sh_quote(p) for p in skip) or "''"
     return [
         # The whole of every ifcfg/route/rule file (they hold no secrets; keys-* files are
         # not read): a profile we remove is backed up and shown as a diff, its route and
@@ -274,9 +275,9 @@ def _profile_sections(skip: Sequence[str] = ()) -> list[str]:
         f'case "$mv_f" in {skip_case}) continue;; esac; '
         f'printf {file_marker} "$mv_f"; base64 < "$mv_f" 2>/dev/null; done',
         "set --",
-        f"for mv_f in {shlex.quote(SYSTEM_CONNECTIONS)}/*.nmconnection; do "
+        f"for mv_f in {sh_quote(SYSTEM_CONNECTIONS)}/*.nmconnection; do "
         '[ -f "$mv_f" ] && set -- "$@" "$mv_f"; done',
-        f'[ "$#" -eq 0 ] || awk -v m={shlex.quote(MARKER)} {shlex.quote(awk)} "$@" 2>/dev/null',
+        f'[ "$#" -eq 0 ] || awk -v m={sh_quote(MARKER)} {sh_quote(awk)} "$@" 2>/dev/null',
     ]
 
 
@@ -309,8 +310,8 @@ def _check_unit(unit: str) -> str:
 def _unit_sections(units: Sequence[str]) -> list[str]:
     """The listed services plus every unit our drop-in still wraps: `systemctl show` for
     each, then their unit files and their main processes' cgroups, in one awk."""
-    dropins = f"{shlex.quote(SYSTEMD_DIR)}/*.d/{DROPIN_NAME}"
-    listed = " ".join(shlex.quote(_check_unit(u)) for u in units)
+    dropins = f"{sh_quote(SYSTEMD_DIR)}/*.d/{DROPIN_NAME}"
+    listed = " ".join(sh_quote(_check_unit(u)) for u in units)
     file_marker = f"'\\n{MARKER} file %s\\n'"
     awk = 'FNR == 1 { printf "\\n%s unitfile %s\\n", m, FILENAME } { print }'
     show = f'systemctl show -p {",".join(UNIT_PROPERTIES)} -- "$@" 2>/dev/null'
@@ -328,8 +329,8 @@ def _unit_sections(units: Sequence[str]) -> list[str]:
         + _marker("units")
         + "; printf 'unit=%s\\n' \"$@\"; "
         + f"mv_s=$({show}); printf '%s\\n' \"$mv_s\"; "
-        + f"set -- $(printf '%s\\n' \"$mv_s\" | sed -n {shlex.quote(files)}); "
-        + f'[ "$#" -eq 0 ] || awk -v m={shlex.quote(MARKER)} {shlex.quote(awk)} "$@" 2>/dev/null; '
+        + f"set -- $(printf '%s\\n' \"$mv_s\" | sed -n {sh_quote(files)}); "
+        + f'[ "$#" -eq 0 ] || awk -v m={sh_quote(MARKER)} {sh_quote(awk)} "$@" 2>/dev/null; '
         + "fi",
     ]
 

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import shlex
 import uuid
+from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 
 import jinja2
 
 from . import paths
-from .model import UNREACHABLE_METRIC, HostSpec, Interface, Vrf
+from .commands import sh_quote
+from .model import UNREACHABLE_METRIC, HostSpec, Interface, Vrf, needs_dev
 from .steps import l3mdev_sysctls, port_sysctls, present_steps, sysctl_slash_key
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "files"
@@ -27,7 +28,9 @@ _env = jinja2.Environment(
     undefined=jinja2.StrictUndefined,
     autoescape=False,
 )
-# Text from the fleet file that lands in a comment must stay on that comment's line.
+# Every value a shell reads (scripts, and ifcfg files, which network-scripts source) goes
+# through `q`; text that lands in a comment must stay on that comment's line.
+_env.filters["q"] = sh_quote
 _env.filters["oneline"] = lambda text: " ".join(str(text).split())
 
 
@@ -44,32 +47,45 @@ def vrf_keyfile(vrf: Vrf) -> str:
     )
 
 
-def port_ifcfg(iface: Interface, vrf: Vrf | None, backend: str) -> str:
+def port_ifcfg(spec: HostSpec, iface: Interface, vrf: Vrf | None, backend: str) -> str:
     """The one profile of a port. With NetworkManager the port's gateways go in the profile
     (NetworkManager puts them in the VRF's table); initscripts would put them in the main
     table, so for them the defaults live in the route files with an explicit table."""
     with_gateway = vrf is not None and backend == "networkmanager"
+
+    def through_this_port(gateway: IPv4Address | IPv6Address | None) -> object:
+        if not with_gateway or vrf is None or gateway is None:
+            return None
+        port = spec.nexthop_port(vrf, gateway)
+        return gateway if port is not None and port.name == iface.name else None
+
     return _render(
         "ifcfg-port.j2",
         iface=iface,
         vrf=vrf,
-        gateway4=vrf.gateway4 if with_gateway and vrf and iface.ipv4 else None,
-        gateway6=vrf.gateway6 if with_gateway and vrf and iface.ipv6 else None,
+        gateway4=through_this_port(vrf.gateway4) if vrf else None,
+        gateway6=through_this_port(vrf.gateway6) if vrf else None,
     )
 
 
-def port_route_lines(iface: Interface, vrf: Vrf, family: int, backend: str) -> list[str]:
-    lines = []
-    subnet = iface.ipv4 if family == 4 else iface.ipv6
-    if subnet is None:
+def port_route_lines(
+    spec: HostSpec, iface: Interface, vrf: Vrf, family: int, backend: str
+) -> list[str]:
+    """Line-form routes of one port: those whose next hop is reached through it."""
+    if (iface.ipv4 if family == 4 else iface.ipv6) is None:
         return []
+    hops: list[tuple[str, IPv4Address | IPv6Address]] = []
     gateway = vrf.gateway4 if family == 4 else vrf.gateway6
-    if backend != "networkmanager" and gateway is not None and gateway in subnet.network:
-        lines.append(f"default via {gateway} table {vrf.table}")
-    for route in vrf.routes:
-        # A route belongs to the port whose subnet holds its next hop.
-        if route.family == family and route.via in subnet.network:
-            lines.append(f"{route.to} via {route.via} table {vrf.table}")
+    if backend != "networkmanager" and gateway is not None:
+        hops.append(("default", gateway))
+    hops += [(str(route.to), route.via) for route in vrf.routes if route.family == family]
+    lines = []
+    for to, via in hops:
+        port = spec.nexthop_port(vrf, via)
+        if port is None or port.name != iface.name:
+            continue
+        dev = f" dev {iface.name}" if needs_dev(via) else ""
+        lines.append(f"{to} via {via}{dev} table {vrf.table}")
     return lines
 
 
@@ -87,7 +103,6 @@ def converge_script(spec: HostSpec) -> str:
     steps = [
         {
             "what": step.what,
-            "what_quoted": shlex.quote(step.what),
             "shell_check": step.shell_check,
             "repair": step.repair_lines(),
         }
@@ -98,9 +113,9 @@ def converge_script(spec: HostSpec) -> str:
         "mgmt-vrf-converge.sh.j2",
         steps=steps,
         vrfs=_vrf_names(spec),
-        armed=shlex.quote(paths.ARMED),
-        armed_this_boot=shlex.quote(paths.ARMED_THIS_BOOT),
-        rollback=shlex.quote(paths.ROLLBACK_SCRIPT),
+        armed=paths.ARMED,
+        armed_this_boot=paths.ARMED_THIS_BOOT,
+        rollback=paths.ROLLBACK_SCRIPT,
     )
 
 

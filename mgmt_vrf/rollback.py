@@ -12,21 +12,25 @@ No pyinfra import: operations/vrf.py ships these scripts, tests read them direct
 
 from __future__ import annotations
 
-import shlex
 from collections.abc import Iterable
 
 from . import paths
+from .commands import sh_quote
 from .hoststate import MAIN_TABLE, HostState, RouteEntry
 from .model import HostSpec
 from .plan import Plan, RemoveFile, RunCommand, WriteFile, activated_ports
-from .steps import SELECTING_WORDS, l3mdev_sysctls, route_match_words, sysctl_slash_key
+from .steps import (
+    SELECTING_WORDS,
+    SPLIT_ON_PURPOSE,
+    l3mdev_sysctls,
+    route_match_words,
+    sysctl_slash_key,
+)
 
 # Route types the kernel derives from addresses; they come back by themselves.
 _DERIVED = frozenset({"local", "broadcast", "anycast", "multicast"})
 
-
-def _q(value: object) -> str:
-    return shlex.quote(str(value))
+_q = sh_quote
 
 
 # Stop an apply that is still running, with what it started (it leads its own session);
@@ -160,6 +164,7 @@ def _runtime_lines(spec: HostSpec, before: HostState) -> list[str]:
     for family in (4, 6):
         # Each single-path default by its own words; a multipath default (nexthops on its
         # line with -o) is the operator's, untouched by the deploy and so by this.
+        lines.append(SPLIT_ON_PURPOSE)
         lines.append(
             f"ip -o -{family} route show table main exact {'0.0.0.0/0' if family == 4 else '::/0'}"
             f" | grep -v nexthop | {SELECTING_WORDS} | while read -r line; do "
@@ -243,7 +248,7 @@ def rollback_script(spec: HostSpec, before: HostState, plan: Plan) -> str:
     lines += _reactivation_lines(plan)
     lines += _restart_lines(before, plan)
     lines += [
-        'echo done > "$run/rollback.status"',
+        "echo 'done' > \"$run/rollback.status\"",
         'echo "mgmt-vrf: rollback done $(date -u +%FT%TZ)"',
     ]
     return "\n".join(lines) + "\n"

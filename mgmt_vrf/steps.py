@@ -15,14 +15,13 @@ VRF ports, the enslaving of ports, and last the VRF tables' own routes.
 
 from __future__ import annotations
 
-import shlex
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from ipaddress import IPv4Interface, IPv6Interface, ip_address, ip_network
 
-from .commands import Argv, to_shell
+from .commands import Argv, sh_quote, to_shell
 from .hoststate import MAIN_TABLE, HostState, RouteEntry
-from .model import UNREACHABLE_METRIC, HostSpec, Interface, Vrf
+from .model import UNREACHABLE_METRIC, HostSpec, Interface, Vrf, needs_dev
 
 Check = Callable[[HostState], bool]
 
@@ -45,8 +44,7 @@ class Step:
         return tuple(to_shell(argv) for argv in self.commands)
 
 
-def _q(value: object) -> str:
-    return shlex.quote(str(value))
+_q = sh_quote
 
 
 def _has(text: str) -> str:
@@ -71,6 +69,9 @@ SELECTING_WORDS = (
     'if ($i == "via" || $i == "dev" || $i == "metric") { o = o " " $i " " $(i + 1); i++ } '
     "print o }'"
 )
+# Each line SELECTING_WORDS prints is the words of one route for `ip route del`, read into
+# $line and split on purpose; this tells shellcheck so, on the line before such a loop.
+SPLIT_ON_PURPOSE = "# shellcheck disable=SC2086 # $line: one route's words for ip, split on purpose"
 
 
 def _addr_word(family: int) -> str:
@@ -352,6 +353,7 @@ def _stray_main_default_steps(spec: HostSpec) -> list[Step]:
             continue
         # `ip route show dev X` leaves "dev X" out of its lines: it is added back.
         repair = tuple(
+            f"{SPLIT_ON_PURPOSE}\n"
             f"ip -o {_fam(family)} route show table main exact {_any_default(family)} "
             f"dev {_q(dev)} 2>/dev/null | grep -v nexthop | {SELECTING_WORDS} | "
             f"while read -r line; do ip {_fam(family)} route del $line dev {_q(dev)} "
@@ -361,6 +363,7 @@ def _stray_main_default_steps(spec: HostSpec) -> list[Step]:
         if service is not None:
             # Defaults through any other non-service device: remove them one by one.
             repair += (
+                f"{SPLIT_ON_PURPOSE}\n"
                 f"ip -o {_fam(family)} route show table main exact {_any_default(family)} "
                 f"2>/dev/null | {_without_dev(service.name)} | {SELECTING_WORDS} | "
                 f"while read -r line; do ip {_fam(family)} route del $line table main; done",
@@ -503,7 +506,7 @@ def _port_steps(vrf: Vrf, port: Interface) -> list[Step]:
     return steps
 
 
-def _vrf_route_steps(vrf: Vrf) -> list[Step]:
+def _vrf_route_steps(spec: HostSpec, vrf: Vrf) -> list[Step]:
     table = str(vrf.table)
     steps: list[Step] = []
     for family in (4, 6):
@@ -523,6 +526,8 @@ def _vrf_route_steps(vrf: Vrf) -> list[Step]:
         for dst, gateway in _wanted_vrf_routes(vrf, family):
             shown = _route_dst_text(dst, family) if dst != "default" else "default"
             exact = _any_default(family) if dst == "default" else dst
+            port = spec.nexthop_port(vrf, ip_address(gateway))
+            dev = ("dev", port.name) if port is not None and needs_dev(ip_address(gateway)) else ()
             steps.append(
                 Step(
                     what=f"table {table} lacks {shown} via {gateway}",
@@ -536,6 +541,7 @@ def _vrf_route_steps(vrf: Vrf) -> list[Step]:
                             dst,
                             "via",
                             gateway,
+                            *dev,
                             "table",
                             table,
                         ),
@@ -595,7 +601,7 @@ def present_steps(spec: HostSpec) -> list[Step]:
             if port is not None:
                 steps += _port_steps(vrf, port)
     for vrf in spec.present_vrfs:
-        steps += _vrf_route_steps(vrf)
+        steps += _vrf_route_steps(spec, vrf)
     return steps
 
 

@@ -197,7 +197,7 @@ ERROR_CASES: list[tuple[str, Callable[[str], str], str, str, int]] = [
         "vrf-name-too-long",
         edit("vrfs.mgmt0]", "vrfs.management_vrf01]"),
         "vrfs.management_vrf01",
-        "is 16 characters long; Linux device names have at most 15",
+        "is 16 bytes long; Linux device names have at most 15 bytes",
         1,
     ),
     (
@@ -403,10 +403,15 @@ ERROR_CASES: list[tuple[str, Callable[[str], str], str, str, int]] = [
         1,
     ),
     (
-        "vrf-gateway-link-local",
-        edit('gateway6 = "2001:db8:2::1"', 'gateway6 = "fe80::1"'),
+        "vrf-gateway-link-local-with-two-ipv6-ports",
+        chain(
+            append('[hosts.web01.interfaces.eth3]\nipv6 = "2001:db8:3::21/64"\n'),
+            edit('ports = ["eth2"]', 'ports = ["eth2", "eth3"]'),
+            edit('gateway6 = "2001:db8:2::1"', 'gateway6 = "fe80::1"'),
+        ),
         "vrfs.mgmt0.gateway6",
-        "fe80::1 is link-local; use the router's address inside the port's subnet",
+        "fe80::1 is link-local, so the route must name its device, and mgmt0 has 2 ports with "
+        "IPv6 addresses (eth2: 2001:db8:2::/64, eth3: 2001:db8:3::/64)",
         1,
     ),
     (
@@ -638,6 +643,161 @@ ERROR_CASES: list[tuple[str, Callable[[str], str], str, str, int]] = [
         "unknown key; did you mean services?",
         1,
     ),
+    # Names: what real interface names use, nothing a shell or a command line reads.
+    *[
+        (
+            f"vrf-name-with-{label}",
+            edit("[hosts.web01.vrfs.mgmt0]", f"[hosts.web01.vrfs.{key}]"),
+            f"vrfs.{key}",
+            f"contains {shown}; a device name here uses only letters, digits, '_', '.' and '-', "
+            "at most 15 bytes",
+            1,
+        )
+        for label, key, shown in (
+            ("command-substitution", '"m$(id)"', "'$' '(' ')'"),
+            ("backtick", '"m`id`"', "'`'"),
+            ("semicolon", '"m;id"', "';'"),
+            ("pipe", '"m|id"', "'|'"),
+            ("ampersand", '"m&"', "'&'"),
+            ("single-quote", '"m\'x"', '"\'"'),
+            ("double-quote", '"m\\"x"', "'\"'"),
+        )
+    ],
+    (
+        "port-name-with-dollar",
+        append('[hosts.web01.interfaces."e$x"]\nipv4 = "203.0.113.21/24"\n'),
+        'interfaces."e$x"',
+        "device name \"e$x\" contains '$'",
+        1,
+    ),
+    (
+        "vrf-name-non-ascii-counts-bytes",
+        edit("[hosts.web01.vrfs.mgmt0]", '[hosts.web01.vrfs."mgmtéééééééé"]'),
+        'vrfs."mgmtéééééééé"',
+        "is 20 bytes long; Linux device names have at most 15 bytes",
+        1,
+    ),
+    (
+        "vrf-name-leading-dash",
+        edit("[hosts.web01.vrfs.mgmt0]", "[hosts.web01.vrfs.--status]"),
+        "vrfs.--status",
+        "starts with '-', which ip and mgmt-vrf-exec would read as an option",
+        1,
+    ),
+    (
+        "vrf-name-default",
+        edit("[hosts.web01.vrfs.mgmt0]", "[hosts.web01.vrfs.default]"),
+        "vrfs.default",
+        "is reserved: \"default\" means 'outside every VRF' to ip vrf exec and mgmt-vrf-exec",
+        1,
+    ),
+    (
+        "interface-name-all",
+        append('[hosts.web01.interfaces.all]\nipv4 = "203.0.113.21/24"\n'),
+        "interfaces.all",
+        'is reserved: "all" net.ipv4.conf.all and net.ipv6.conf.all are the sysctls',
+        1,
+    ),
+    # Next hops that are the port itself.
+    (
+        "vrf-gateway-own-address",
+        edit('gateway4 = "192.0.2.1"', 'gateway4 = "192.0.2.21"'),
+        "vrfs.mgmt0.gateway4",
+        "192.0.2.21 is the interface's own address 192.0.2.21/24 (port eth2); a next hop is a "
+        "router, not the port",
+        1,
+    ),
+    (
+        "vrf-gateway-network-address",
+        edit('gateway4 = "192.0.2.1"', 'gateway4 = "192.0.2.0"'),
+        "vrfs.mgmt0.gateway4",
+        "192.0.2.0 is the network address of 192.0.2.0/24 (port eth2)",
+        1,
+    ),
+    (
+        "vrf-gateway-broadcast-address",
+        edit('gateway4 = "192.0.2.1"', 'gateway4 = "192.0.2.255"'),
+        "vrfs.mgmt0.gateway4",
+        "192.0.2.255 is the broadcast address of 192.0.2.0/24 (port eth2)",
+        1,
+    ),
+    (
+        "vrf-gateway6-own-address",
+        edit('gateway6 = "2001:db8:2::1"', 'gateway6 = "2001:db8:2::21"'),
+        "vrfs.mgmt0.gateway6",
+        "2001:db8:2::21 is the interface's own address 2001:db8:2::21/64 (port eth2)",
+        1,
+    ),
+    (
+        "route-via-own-address",
+        edit('via = "192.0.2.254"', 'via = "192.0.2.21"'),
+        "vrfs.mgmt0.routes[0].via",
+        "192.0.2.21 is the interface's own address 192.0.2.21/24 (port eth2)",
+        1,
+    ),
+    (
+        "route-via-broadcast-address",
+        edit('via = "192.0.2.254"', 'via = "192.0.2.255"'),
+        "vrfs.mgmt0.routes[0].via",
+        "192.0.2.255 is the broadcast address of 192.0.2.0/24 (port eth2)",
+        1,
+    ),
+    # IPv6 zone ids: the fleet file already says which device an address is on.
+    (
+        "address-with-zone-id",
+        edit('ipv6 = "2001:db8:2::21/64"', 'ipv6 = "2001:db8:2::21%eth2/64"'),
+        "interfaces.eth2.ipv6",
+        '"2001:db8:2::21%eth2/64" has an IPv6 zone id (%eth2); write the address without it',
+        1,
+    ),
+    (
+        "gateway-with-zone-id",
+        edit('gateway6 = "2001:db8:2::1"', 'gateway6 = "fe80::1%eth2"'),
+        "vrfs.mgmt0.gateway6",
+        '"fe80::1%eth2" has an IPv6 zone id (%eth2)',
+        1,
+    ),
+    (
+        "route-via-with-zone-id",
+        edit(
+            'routes = [{ to = "203.0.113.0/24", via = "192.0.2.254" }]',
+            'routes = [{ to = "2001:db8:9::/48", via = "fe80::1%eth2" }]',
+        ),
+        "vrfs.mgmt0.routes[0].via",
+        '"fe80::1%eth2" has an IPv6 zone id (%eth2)',
+        1,
+    ),
+    (
+        "same-address-on-two-interfaces",
+        append('[hosts.web01.interfaces.eth3]\nipv4 = "192.0.2.21/24"\n'),
+        "interfaces.eth3.ipv4",
+        "192.0.2.21 is also the address of eth2; one address belongs to one interface",
+        1,
+    ),
+    (
+        "services-under-absent-vrf",
+        edit("table = 10\n", 'table = 10\nstate = "absent"\nservices = ["sshd"]\n'),
+        "vrfs.mgmt0.services",
+        'mgmt0 is marked state = "absent", so nothing runs inside it; remove its services list',
+        1,
+    ),
+    (
+        "ssh-key-missing",
+        edit('ssh_address = "192.0.2.21"', 'ssh_address = "192.0.2.21"\nssh_key = "keys/nope"'),
+        "ssh_key",
+        '"keys/nope" does not exist (',
+        1,
+    ),
+    (
+        "ssh-known-hosts-missing",
+        edit(
+            'ssh_address = "192.0.2.21"',
+            'ssh_address = "192.0.2.21"\nssh_known_hosts_file = "~/no/known_hosts"',
+        ),
+        "ssh_known_hosts_file",
+        "without it ssh would trust any key on first use",
+        1,
+    ),
     (
         "interfaces-not-a-table",
         lambda _: '[hosts.web01]\nssh_address = "192.0.2.21"\ninterfaces = ["eth0"]\n',
@@ -762,12 +922,54 @@ def test_missing_file(tmp_path: Path) -> None:
     )
 
 
-def test_not_utf8(tmp_path: Path) -> None:
+def test_not_utf8_names_line_and_column(tmp_path: Path) -> None:
     path = tmp_path / "fleet.toml"
-    path.write_bytes(b'[hosts.a]\nssh_address = "\xff"\n')
+    path.write_bytes(b'[hosts.a]\nssh_address = "\xc3\xa9\xff"\n')
     with pytest.raises(FleetError) as caught:
         load_fleet(path)
-    assert "is not UTF-8" in str(caught.value)
+    assert caught.value.messages == (
+        f"{path}:2:17: byte 0xff at line 2, column 17 is not UTF-8; TOML files must be UTF-8 "
+        "text (save the file as UTF-8)",
+    )
+
+
+def test_utf8_bom_is_accepted(tmp_path: Path) -> None:
+    path = tmp_path / "fleet.toml"
+    path.write_bytes(b"\xef\xbb\xbf" + BASE.encode())
+    assert [h.name for h in load_fleet(path).hosts] == ["web01"]
+
+
+def test_link_local_gateways_are_accepted(tmp_path: Path) -> None:
+    text = (
+        BASE.replace('gateway6 = "2001:db8:1::1"', 'gateway6 = "fe80::1"')
+        .replace('gateway6 = "2001:db8:2::1"', 'gateway6 = "fe80::2"')
+        .replace(
+            'routes = [{ to = "203.0.113.0/24", via = "192.0.2.254" }]',
+            'routes = [{ to = "2001:db8:9::/48", via = "fe80::3" }]',
+        )
+    )
+    (spec,) = load_fleet(write(tmp_path, text)).hosts
+    assert spec.main_default_interface is not None
+    assert spec.main_default_interface.gateway6 == IPv6Address("fe80::1")
+    vrf = spec.vrfs[0]
+    assert vrf.gateway6 == IPv6Address("fe80::2")
+    assert vrf.routes[0].via == IPv6Address("fe80::3")
+    # The device they need is the VRF's one IPv6 port.
+    port = spec.nexthop_port(vrf, vrf.routes[0].via)
+    assert port is not None and port.name == "eth2"
+
+
+def test_two_hosts_on_one_address_and_port(tmp_path: Path) -> None:
+    twin = '[hosts.web02]\nssh_address = "192.0.2.21"\n'
+    path, messages = errors_of(tmp_path, BASE + twin)
+    assert messages == [
+        f"{path}: host web02: ssh_address: 192.0.2.21 port 22 (22: ssh_port is not set) is also "
+        "where host web01 is reached; both entries would converge the same machine. Give each "
+        "host its own ssh_address or ssh_port"
+    ]
+    # Same address, other ports: two machines behind one address (the lab's case).
+    apart = BASE + twin + "ssh_port = 2202\n"
+    assert [h.name for h in load_fleet(write(tmp_path, apart)).hosts] == ["web01", "web02"]
 
 
 def test_no_hosts(tmp_path: Path) -> None:
@@ -795,7 +997,7 @@ def test_merge_defaults_groups_host(tmp_path: Path) -> None:
 [defaults]
 ssh_user = "root"
 ssh_port = 22
-ssh_key = "~/.ssh/id_ed25519"
+ssh_key = "keys/id_ed25519"
 backend = "networkmanager"
 
 [groups.dc1]
@@ -841,6 +1043,8 @@ ipv6 = "2001:db8:2::22/64"
 [hosts.web02.vrfs.mgmt0]
 gateway6 = "2001:db8:2::fe"
 """
+    (tmp_path / "keys").mkdir()
+    (tmp_path / "keys" / "id_ed25519").write_text("not a real key\n")
     fleet = load_fleet(write(tmp_path, text))
     web01, web02 = fleet.hosts
     assert fleet.groups == {"dc1": ("web01", "web02"), "edge": ("web01", "web02"), "unused": ()}
@@ -849,7 +1053,8 @@ gateway6 = "2001:db8:2::fe"
     # dc1's while dc1's ipv6 stays (tables merge key by key).
     assert web01.ssh.user == "admin"
     assert web01.ssh.port == 2202
-    assert web01.ssh.key == "~/.ssh/id_ed25519"
+    # Relative to the fleet file's directory, and absolute for pyinfra.
+    assert web01.ssh.key == str(tmp_path / "keys" / "id_ed25519")
     assert web01.backend == "networkmanager"
     assert web01.groups == ("dc1", "edge")
     assert web01.interface("eth2") == Interface(
@@ -923,7 +1128,14 @@ def test_example_file_is_the_seed_host() -> None:
     assert spec.ssh.strict_host_key_checking == "accept-new"
 
 
-def test_example_file_commented_host_is_valid(tmp_path: Path) -> None:
+def test_example_file_commented_host_is_valid(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Its ssh_key and ssh_known_hosts_file are in ~/.ssh: give it a home that has them.
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / ".ssh").mkdir()
+    for name in ("id_ed25519", "known_hosts"):
+        (tmp_path / ".ssh" / name).write_text("")
     text = EXAMPLE.read_text(encoding="utf-8")
     start = text.index("# [groups.")
     uncommented = text[:start] + re.sub(r"^# ?", "", text[start:], flags=re.M)
@@ -1047,6 +1259,26 @@ def test_pyinfra_stops_on_broken_fleet_before_connecting(tmp_path: Path) -> None
     assert "Connecting" not in result.stdout + result.stderr
 
 
+def test_pyinfra_stops_on_missing_ssh_key_before_connecting(tmp_path: Path) -> None:
+    fleet = write(tmp_path, LOCAL_FLEET.replace('ssh_user = "nobody"', 'ssh_key = "id_nope"'))
+    result = run_pyinfra(["fact", "server.Hostname"], fleet)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert (
+        f'{fleet}: defaults: ssh_key: "id_nope" does not exist ({tmp_path / "id_nope"}, read '
+        f"from {tmp_path}); it is the private key pyinfra logs in with"
+    ) in result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    assert "Connecting" not in result.stdout + result.stderr
+
+
+def test_pyinfra_refuses_a_blank_fleet_variable(tmp_path: Path) -> None:
+    # Not the lab fleet: a blank variable is a mistake, e.g. MGMT_VRF_FLEET=$UNSET_VAR.
+    result = run_pyinfra(["fact", "server.Hostname"], Path("  "))
+    assert result.returncode == 2
+    assert "MGMT_VRF_FLEET is set but only whitespace" in result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+
+
 def test_pyinfra_reports_toml_syntax_error(tmp_path: Path) -> None:
     fleet = write(tmp_path, LOCAL_FLEET + "[hosts.three\n")
     result = run_pyinfra(["fact", "server.Hostname"], fleet)
@@ -1133,10 +1365,7 @@ def test_services_are_unit_names_in_one_vrf_each(tmp_path: Path) -> None:
     }
     # Host data carries them through pyinfra's inventory and back.
     assert spec_from_data(spec_to_data(spec)) == spec
-    # An absent VRF runs nothing: its services leave with it.
-    absent = text.replace("table = 10\n", 'table = 10\nstate = "absent"\n')
-    (gone,) = load_fleet(write(tmp_path, absent)).hosts
-    assert gone.service_vrfs == {}
+    # An absent VRF runs nothing: services listed under it are refused (the kind test).
     two = text + (
         '\n[hosts.web01.interfaces.eth3]\nipv4 = "203.0.113.21/26"\n'
         '\n[hosts.web01.vrfs.oob0]\ntable = 20\nports = ["eth3"]\nservices = ["sshd"]\n'

@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 from dataclasses import replace
+from ipaddress import IPv6Address
 from pathlib import Path
 
 import pytest
@@ -16,8 +17,10 @@ import pytest
 from mgmt_vrf import paths
 from mgmt_vrf.plan import desired_files
 from mgmt_vrf.render import converge_script
+from mgmt_vrf.steps import present_steps
 
-from .builders import seed_spec, with_route
+from .builders import broken_state, clean_state, seed_spec, with_route
+from .shell_scripts import is_shell_read, run_scripts, shellcheck
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden"
 
@@ -81,3 +84,43 @@ def test_boot_script_quotes_hostile_names(tmp_path: Path) -> None:
     assert "mgmt-vrf: create VRF m$(touch pwned) with table 10" in result.stdout
     assert result.returncode == 1  # the repairs failed: there is no VRF support in that namespace
     assert sorted(p.name for p in tmp_path.iterdir()) == ["converge"]
+
+
+def test_golden_scripts_pass_shellcheck() -> None:
+    files = {
+        str(golden): golden.read_text()
+        for golden in sorted(GOLDEN.rglob("*"))
+        if golden.is_file()
+        and is_shell_read("/" + str(golden.relative_to(GOLDEN)).split("/", 1)[1])
+    }
+    assert len(files) == 6  # converge, exec and ifcfg-eth2, for each backend
+    assert shellcheck(files) == ""
+
+
+def test_apply_and_rollback_scripts_pass_shellcheck() -> None:
+    spec = with_route(seed_spec(), "192.0.2.128/25", "203.0.113.254")
+    scripts = {}
+    for name, before in (("broken", broken_state()), ("clean", clean_state())):
+        for script, text in run_scripts(spec, before).items():
+            scripts[f"{name}-{script}"] = text
+    assert shellcheck(scripts) == ""
+
+
+def test_link_local_gateway_routes_name_the_port() -> None:
+    """fe80::1 is on every link: each form of the VRF's default route names eth2."""
+    spec = seed_spec()
+    vrf = replace(spec.vrfs[0], gateway6=IPv6Address("fe80::1"))
+    spec = replace(spec, vrfs=(vrf,))
+    legacy = desired_files(spec, "network-scripts")[paths.route6("eth2")]
+    assert legacy is not None and "default via fe80::1 dev eth2 table 10\n" in legacy[0]
+    nm = desired_files(spec, "networkmanager")[paths.ifcfg("eth2")]
+    assert nm is not None and "IPV6_DEFAULTGW=fe80::1\n" in nm[0]
+    replaces = [
+        argv
+        for step in present_steps(spec)
+        for argv in step.commands
+        if argv[:4] == ("ip", "-6", "route", "replace") and "fe80::1" in argv
+    ]
+    assert replaces == [
+        ("ip", "-6", "route", "replace", "default", "via", "fe80::1", "dev", "eth2", "table", "10")
+    ]

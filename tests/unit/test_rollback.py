@@ -41,7 +41,7 @@ def test_script_is_valid_sh_and_runs_at_most_once() -> None:
     # Claiming the armed marker comes before anything is touched.
     claim = lines.index('mv "$run/armed" "$run/rolling-back" 2>/dev/null || exit 0')
     assert claim < min(i for i, line in enumerate(lines) if line.startswith(("cp ", "ip ", "if ")))
-    assert lines[-2] == 'echo done > "$run/rollback.status"'
+    assert lines[-2] == "echo 'done' > \"$run/rollback.status\""
 
 
 def test_clean_host_gets_its_vrf_deleted_and_defaults_and_sysctls_back() -> None:
