@@ -13,6 +13,9 @@ def _q(value: str) -> str:
     return json.dumps(value)
 
 
+CONNECT_TIMEOUT = 90
+
+
 def fleet_toml(run: Path, hosts: int) -> str:
     out = [
         "# Written by `python -m lab up` for the running lab; regenerated on every `up`.",
@@ -20,6 +23,8 @@ def fleet_toml(run: Path, hosts: int) -> str:
         'ssh_user = "root"',
         f"ssh_key = {_q(str(keys.client_key(run)))}",
         f"ssh_known_hosts_file = {_q(str(keys.known_hosts(run)))}",
+        # Handshakes queue on the emulated VM: 50 hosts at once take about a minute.
+        f"ssh_connect_timeout = {CONNECT_TIMEOUT}",
         "",
     ]
     s, a, m = t.SERVICE, t.ACCESS, t.MGMT

@@ -104,12 +104,13 @@ SSH_DATA_KEYS = {
 }
 # pyinfra connects to every host at once by default, and a burst of handshakes can fail on
 # hosts that are fine (seen at 50 hosts at once on the lab: "No existing session"). Each
-# host gets a few more tries, spread out so the retries are no burst of their own.
+# host gets two more tries, spread out so the retries are no burst of their own.
 CONNECT_RETRY_DATA = {
     "ssh_connect_retries": 2,
     "ssh_connect_retry_min_delay": 1.0,
     "ssh_connect_retry_max_delay": 5.0,
 }
+MAX_CONNECT_TIMEOUT = 600
 SPEC_DATA_KEY = "mgmt_vrf_spec"
 FLEET_FILE_DATA_KEY = "mgmt_vrf_fleet_file"
 ALL_HOSTS_GROUP = "mgmt_vrf_hosts"
@@ -639,6 +640,9 @@ _HOST_SCALARS: dict[str, Checker] = {
     "ssh_key": _string,  # checked by _ssh_file, which needs the fleet file's directory
     "ssh_known_hosts_file": _string,
     "ssh_strict_host_key_checking": _choice(*STRICT_CHOICES),
+    "ssh_connect_timeout": _seconds(
+        1, MAX_CONNECT_TIMEOUT, "it is how long to wait for a host's ssh handshake"
+    ),
     "backend": _choice(*BACKEND_CHOICES),
     "l3mdev_accept": _boolean,
     "rollback_timeout": _rollback_timeout,
@@ -1128,6 +1132,7 @@ def _build_host(
         key=merged.get("ssh_key"),
         known_hosts_file=merged.get("ssh_known_hosts_file"),
         strict_host_key_checking=merged.get("ssh_strict_host_key_checking"),
+        connect_timeout=merged.get("ssh_connect_timeout"),
     )
     return HostSpec(
         name=name,
@@ -1512,6 +1517,10 @@ def host_data(spec: HostSpec, fleet_file: str | Path) -> dict[str, Any]:
         value = getattr(spec.ssh, attr)
         if value is not None:
             data[key] = value
+    if spec.ssh.connect_timeout is not None:
+        # paramiko's own: the TCP connect and the key exchange share `timeout`.
+        seconds = spec.ssh.connect_timeout
+        data["ssh_paramiko_connect_kwargs"] = {"timeout": seconds, "banner_timeout": seconds}
     data[SPEC_DATA_KEY] = spec
     data[FLEET_FILE_DATA_KEY] = str(Path(fleet_file).resolve())
     return data
@@ -1535,6 +1544,8 @@ def spec_to_data(spec: HostSpec) -> dict[str, Any]:
         value = getattr(spec.ssh, attr)
         if value is not None:
             host[f"ssh_{attr}"] = value
+    if spec.ssh.connect_timeout is not None:
+        host["ssh_connect_timeout"] = spec.ssh.connect_timeout
     host["backend"] = spec.backend
     host["l3mdev_accept"] = spec.l3mdev_accept
     host["rollback_timeout"] = spec.rollback_timeout

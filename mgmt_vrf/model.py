@@ -105,6 +105,8 @@ class Ssh:
     known_hosts_file: str | None = None
     # pyinfra's own default (accept-new) keeps host-key checking on; "no" is never our default.
     strict_host_key_checking: str | None = None
+    # Seconds for the TCP connect and the ssh handshake (pyinfra's default when None).
+    connect_timeout: int | None = None
 
 
 @dataclass(frozen=True)

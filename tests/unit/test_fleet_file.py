@@ -588,6 +588,20 @@ ERROR_CASES: list[tuple[str, Callable[[str], str], str, str, int]] = [
         1,
     ),
     (
+        "apply-timeout-too-short",
+        edit('ssh_address = "192.0.2.21"', 'ssh_address = "192.0.2.21"\napply_timeout = 10'),
+        "apply_timeout",
+        "10 is outside 30..3600 seconds; the host must have time to apply the change",
+        1,
+    ),
+    (
+        "connect-timeout-zero",
+        edit('ssh_address = "192.0.2.21"', 'ssh_address = "192.0.2.21"\nssh_connect_timeout = 0'),
+        "ssh_connect_timeout",
+        "0 is outside 1..600 seconds",
+        1,
+    ),
+    (
         "rollback-timeout-quoted",
         edit('ssh_address = "192.0.2.21"', 'ssh_address = "192.0.2.21"\nrollback_timeout = "60"'),
         "rollback_timeout",
@@ -1375,3 +1389,14 @@ def test_services_are_unit_names_in_one_vrf_each(tmp_path: Path) -> None:
         f"{path}: host web01: vrfs.oob0.services: sshd.service is also listed for VRF mgmt0; "
         "a service runs inside one VRF"
     ]
+
+
+def test_connect_timeout_reaches_paramiko_and_round_trips(tmp_path: Path) -> None:
+    text = "[defaults]\nssh_connect_timeout = 90\napply_timeout = 600\n" + BASE
+    fleet = load_fleet(write(tmp_path, text))
+    spec = fleet.hosts[0]
+    assert spec.ssh.connect_timeout == 90 and spec.apply_timeout == 600
+    data = host_data(spec, fleet.source)
+    # paramiko's `timeout` covers the TCP connect and the key exchange; the banner has its own.
+    assert data["ssh_paramiko_connect_kwargs"] == {"timeout": 90, "banner_timeout": 90}
+    assert spec_from_data(spec_to_data(spec)) == spec
