@@ -59,7 +59,7 @@ class Remote(Protocol):
 
     def wait(self, seconds: int, within: float) -> RunStatus | None:
         """The run's status once the apply ended or `seconds` passed; None if unreachable.
-        The call returns within `within` seconds."""
+        The command gets `within` seconds, once connected (connecting has its own bound)."""
 
     def read(self, within: float) -> tuple[RunStatus, HostState] | None:
         """The run's status and the host's state, or None if unreachable."""

@@ -96,17 +96,27 @@ def _reconnect(host: Host) -> bool:
 
 class _HostRemote:
     """The host as mgmt_vrf.confirm sees it, each look over a new ssh connection. Every
-    call ends within its bound (a gevent timeout, as pyinfra runs hosts in greenlets): a
-    stalled connection can hang paramiko for far longer than the host's deadline."""
+    call ends within its bounds, the connection's and the command's (gevent timeouts, as
+    pyinfra runs hosts in greenlets): a stalled connection can hang paramiko for far longer
+    than the host's deadline."""
 
     def __init__(self, host: Host, spec: HostSpec) -> None:
         self.host = host
         self.probe = _probe(spec)
+        # One connection attempt as the fleet file allows it (ssh_connect_timeout, else
+        # pyinfra's), not pyinfra's retries: the confirm loop is the retry. A bound shorter
+        # than a slow fleet's handshake would abandon every attempt half-way.
+        timeout = spec.ssh.connect_timeout or host.state.config.CONNECT_TIMEOUT
+        self.connect_within = float(timeout) + 5
 
     def _fresh(self, command: str, within: float) -> tuple[bool, list[str]]:
+        connected = False
+        with gevent.Timeout(self.connect_within, False):
+            connected = _reconnect(self.host)
+        if not connected:
+            self.host.connected = False
+            return False, []
         with gevent.Timeout(within, False):
-            if not _reconnect(self.host):
-                return False, []
             return _run(self.host, command, within)
         self.host.connected = False
         return False, []
