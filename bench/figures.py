@@ -140,6 +140,17 @@ def fleet_subset(text: str, names: Sequence[str]) -> str:
     return "\n".join(out).rstrip("\n") + "\n"
 
 
+def with_defaults(text: str, **keys: int | None) -> str:
+    """The fleet file with these keys added to its [defaults] (those given)."""
+    lines = "".join(f"{key} = {value}\n" for key, value in keys.items() if value is not None)
+    if not lines:
+        return text
+    head, sep, rest = text.partition("[defaults]\n")
+    if not sep:
+        return f"[defaults]\n{lines}\n{text}"
+    return f"{head}{sep}{lines}{rest}"
+
+
 def _number(word: str) -> int:
     return 0 if word == "-" else int(word)
 

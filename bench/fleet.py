@@ -64,6 +64,13 @@ def _parser() -> argparse.ArgumentParser:
         default=3,
         help="rounds of floor, no-change converge, dry run and report; medians shown (default 3)",
     )
+    p.add_argument(
+        "--rollback-timeout",
+        type=int,
+        default=None,
+        metavar="S",
+        help="rollback_timeout for every host of the measured fleet (default: the lab's, 120)",
+    )
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "out", help="logs and figures")
     p.add_argument("--timeout", type=float, default=1800, help="seconds allowed per run")
     p.add_argument("--keep", action="store_true", help="leave the lab running at the end")
@@ -194,7 +201,11 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
             shutil.rmtree(logs, ignore_errors=True)
             logs.mkdir(parents=True)
             fleet = logs / "fleet.toml"
-            fleet.write_text(figures.fleet_subset(lab_fleet, hosts))
+            fleet.write_text(
+                figures.with_defaults(
+                    figures.fleet_subset(lab_fleet, hosts), rollback_timeout=args.rollback_timeout
+                )
+            )
             # Untimed: the first session on a fresh host reads its shell and tools from
             # cold caches, a cost the floor would otherwise carry alone.
             warm = measure("floor", hosts, fleet, args, logs / "warmup.log")

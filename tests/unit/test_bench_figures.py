@@ -263,3 +263,11 @@ def test_a_rolled_back_host_in_the_first_converge_misses_its_target() -> None:
     bad = runs()
     bad["first"] = one(replace(bad["first"].samples[0], exit_code=1, rolled_back=1))
     assert verdicts({3: bad}, 3)[target] is False
+
+
+def test_with_defaults_adds_keys_to_the_fleets_defaults() -> None:
+    text = fleet.fleet_toml(Path("/var/tmp/lab"), 2)
+    assert figures.with_defaults(text, rollback_timeout=None) == text
+    parsed = tomllib.loads(figures.with_defaults(text, rollback_timeout=300))
+    assert parsed["defaults"]["rollback_timeout"] == 300
+    assert parsed["hosts"] == tomllib.loads(text)["hosts"]
