@@ -34,7 +34,9 @@ WAIT_SLICE = 20
 # After the host's rollback was due: time for it to run and for sshd to answer again. The
 # controller gives up this long after the deadline, whatever it is waiting for.
 ROLLBACK_MARGIN = 60
-# Longest time one look at the host may take (connect, run the probe, read its output).
+# Shortest time one look at the host gets (run the probe, read its output): a look may use
+# what is left of the window, for on a busy host the probe is slow, and a look abandoned
+# half-way leaves its probe running there, busier still.
 READ_LIMIT = 60
 
 # Why a change was rolled back:
@@ -216,7 +218,7 @@ def _confirm(
             if not seen.ended:
                 continue
             sent = clock.monotonic()
-        read = remote.read(within=min(READ_LIMIT, max(1.0, deadline.left)))
+        read = remote.read(within=max(READ_LIMIT, deadline.left))
         if read is None:
             clock.sleep(RETRY_INTERVAL)
             continue
@@ -260,7 +262,7 @@ def _await_rollback(
         sent = clock.monotonic()
         # The run's status alone while waiting: the full probe only once there is
         # something to compare, so a busy host is not made busier.
-        status = remote.wait(0, within=min(30.0, max(1.0, left)))
+        status = remote.wait(0, within=max(30.0, left))
         if status is not None:
             seen.last = status
             deadline.follow(status, sent)
@@ -269,7 +271,7 @@ def _await_rollback(
                 # by hand: the change stays.
                 return Outcome(confirmed=True)
             if status.rolled_back:
-                read = remote.read(within=READ_LIMIT)
+                read = remote.read(within=max(READ_LIMIT, left))
                 if read is not None:
                     cause, reason = _cause(seen, spec)
                     diff = differences(
