@@ -170,7 +170,7 @@ class _Seen:
     """What the controller learnt of the run, for the verdict at the end."""
 
     ended: bool = False  # the host said its apply ended
-    reached: bool = False  # a connection opened after the end got through
+    reached: bool = False  # a connection opened after the end got through, still armed
     checked: bool = False  # and found the host converged
     told: bool = False  # we told the host to roll back, for `cause`
     cause: Cause | None = None
@@ -224,10 +224,12 @@ def _confirm(
             continue
         status, after = read
         seen.last = status
-        seen.reached = True
         deadline.follow(status, sent)
         if status.rolling_back or status.rolled_back:
+            # No proof the change's path works: a connect that took long (SYN retries) may
+            # have got through only once the rollback had restored the old path.
             return False
+        seen.reached = True
         if status.confirmed:
             return True  # our last confirmation landed, though its answer was lost
         problem = verdict(status, spec, after)

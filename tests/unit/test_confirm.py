@@ -52,6 +52,7 @@ class SimHost:
     confirm_reply_lost: bool = False
     confirm_refused: bool = False  # the host's timer wins the race for the armed marker
     confirm_drops: int = 0  # this many confirmations never reach the host
+    connect_takes: float = 0.0  # slow connects after the end (SYN retries), judged after
     # what happened
     confirmed_at: float | None = None
     told_at: float | None = None
@@ -111,6 +112,9 @@ class SimHost:
         return end is None or now < end or self.reachable_after_end or now >= self.path_back_at
 
     def _connect(self, within: float) -> bool:
+        end = self.end
+        if end is not None and self.clock.now >= end:
+            self.clock.sleep(self.connect_takes)
         if not self.reachable():
             self.clock.sleep(min(within, CONNECT_TIMEOUT))
             return False
@@ -257,3 +261,15 @@ def test_a_confirmation_lost_on_the_way_is_sent_again_while_there_is_time() -> N
     outcome, host = run(apply_takes=5.0, confirm_drops=1)
     assert outcome.confirmed and host.confirmed_at is not None
     assert host.rollback_start is None
+
+
+def test_a_connection_that_gets_through_only_after_the_rollback_proves_no_path() -> None:
+    # A cut host, and connects slow enough (SYN retries) that one started before the
+    # deadline lands once the host's rollback has restored the old path: no proof that the
+    # change's path worked.
+    due = APPLY_DELAY + 5.0 + 120
+    outcome, host = run(
+        apply_takes=5.0, reachable_after_end=False, path_back_at=due + 3, connect_takes=30.0
+    )
+    assert outcome.rolled_back and outcome.cause == "unreachable", outcome
+    assert "Fix the fleet file" in outcome.message(host.spec)
