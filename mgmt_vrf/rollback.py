@@ -233,6 +233,9 @@ def rollback_script(spec: HostSpec, before: HostState, plan: Plan) -> str:
         f"run={run}",
         'mv "$run/armed" "$run/rolling-back" 2>/dev/null || exit 0',
         'exec >>"$run/log" 2>&1',
+        "# Whichever timer (or word) started this, the other one must not linger.",
+        "[ ! -d /run/systemd/system ] || systemctl stop "
+        f"{_q(paths.ROLLBACK_UNIT + '.timer')} {_q(paths.WINDOW_UNIT + '.timer')} 2>/dev/null",
         'echo "mgmt-vrf: rollback started $(date -u +%FT%TZ)"',
         *STOP_APPLY,
         "# Let the command that may have started us return before the network moves.",

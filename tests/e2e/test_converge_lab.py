@@ -330,7 +330,9 @@ def test_cut_during_the_change_rolls_the_host_back(lab: Lab, fleet: Path, tmp_pa
         # started and waits 2 s before its first change, as does the controller.
         lab.cut(host, when=paths.ARMED, within=120)
         assert run.poll() is None
-        time.sleep(TEST_ROLLBACK_TIMEOUT + 5)
+        # The window opens when the apply ends (seconds on the lab), then lasts
+        # rollback_timeout; the rollback itself takes seconds more. Heal only after it.
+        time.sleep(TEST_ROLLBACK_TIMEOUT + 90)
         lab.heal(host)
         out, _ = run.communicate(timeout=600)
         assert run.returncode != 0, out[-4000:]

@@ -193,3 +193,14 @@ def test_without_networkmanager_activations_nothing_is_recorded_or_reactivated()
     result = plan(seed_spec(), state)
     assert paths.NM_ACTIVE not in apply_script(result, 120)
     assert "connection up" not in rollback_script(seed_spec(), state, result)
+
+
+def test_the_rollback_stops_both_timers_whichever_started_it() -> None:
+    spec = seed_spec()
+    state = broken_state()
+    script = rollback_script(spec, state, plan(spec, state))
+    lines = script.splitlines()
+    stop = next(i for i, line in enumerate(lines) if "systemctl stop" in line)
+    assert "mgmt-vrf-rollback.timer mgmt-vrf-rollback-window.timer" in lines[stop]
+    # Only once the run is claimed: a confirmation that won leaves the timers to it.
+    assert stop > next(i for i, line in enumerate(lines) if "rolling-back" in line)
