@@ -170,8 +170,7 @@ class _Seen:
     """What the controller learnt of the run, for the verdict at the end."""
 
     ended: bool = False  # the host said its apply ended
-    reached: bool = False  # a connection opened after the end got through, still armed
-    checked: bool = False  # and found the host converged
+    checked: bool = False  # a connection opened after the end found it armed and converged
     told: bool = False  # we told the host to roll back, for `cause`
     cause: Cause | None = None
     reason: str = ""
@@ -229,7 +228,6 @@ def _confirm(
             # No proof the change's path works: a connect that took long (SYN retries) may
             # have got through only once the rollback had restored the old path.
             return False
-        seen.reached = True
         if status.confirmed:
             return True  # our last confirmation landed, though its answer was lost
         problem = verdict(status, spec, after)
@@ -308,12 +306,6 @@ def _cause(seen: _Seen, spec: HostSpec) -> tuple[Cause, str]:
             "the host was reached after the change and found as the fleet file says, but "
             f"its rollback came due before the confirmation landed ({timeout} s after the "
             "apply ended, rollback_timeout)"
-        )
-    if seen.reached:
-        return "late", (
-            "the host was reached after the change, but its rollback came due before it "
-            f"could be checked and confirmed ({timeout} s after the apply ended, "
-            "rollback_timeout)"
         )
     if seen.ended or (last is not None and last.ended):
         return "unreachable", (
