@@ -38,6 +38,11 @@ ROLLBACK_MARGIN = 60
 # what is left of the window, for on a busy host the probe is slow, and a look abandoned
 # half-way leaves its probe running there, busier still.
 READ_LIMIT = 60
+# Longest one status look may take while the controller waits for the rollback. The look
+# is a tiny command, but a connection opened while the rollback moves the port (out of the
+# VRF, or back into it) can stall with no answer: given up on after this, a stalled look
+# leaves time for the next one instead of eating the rest of the margin.
+POLL_LIMIT = 30
 
 # Why a change was rolled back:
 # - "wrong": the apply failed, or the host was reached but is not as the fleet file says;
@@ -262,7 +267,7 @@ def _await_rollback(
         sent = clock.monotonic()
         # The run's status alone while waiting: the full probe only once there is
         # something to compare, so a busy host is not made busier.
-        status = remote.wait(0, within=max(30.0, left))
+        status = remote.wait(0, within=POLL_LIMIT)
         if status is not None:
             seen.last = status
             deadline.follow(status, sent)

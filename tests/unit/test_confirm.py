@@ -53,6 +53,7 @@ class SimHost:
     confirm_refused: bool = False  # the host's timer wins the race for the armed marker
     confirm_drops: int = 0  # this many confirmations never reach the host
     connect_takes: float = 0.0  # slow connects after the end (SYN retries), judged after
+    stalls_while_rolling_back: bool = False  # a connection the rollback moves never answers
     # what happened
     confirmed_at: float | None = None
     told_at: float | None = None
@@ -112,6 +113,11 @@ class SimHost:
         return end is None or now < end or self.reachable_after_end or now >= self.path_back_at
 
     def _connect(self, within: float) -> bool:
+        start = self.rollback_start
+        rolling = start is not None and start <= self.clock.now < start + ROLLBACK_TAKES
+        if self.stalls_while_rolling_back and rolling:
+            self.clock.sleep(within)
+            return False
         end = self.end
         if end is not None and self.clock.now >= end:
             self.clock.sleep(self.connect_takes)
@@ -208,6 +214,16 @@ def test_a_hung_apply_rolls_back_at_the_hard_bound() -> None:
     message = outcome.message(spec)
     assert "ROLLED BACK (apply hung)" in message and "apply_timeout (now 30 s)" in message
     assert "Fix the fleet file" not in message
+
+
+def test_a_look_stalled_by_the_rollback_does_not_use_up_the_margin() -> None:
+    # Seen on the lab: the look that began while the rollback moved the port never
+    # answered, and, bounded only by the margin, it outlasted the rollback's own end.
+    spec = replace(seed_spec(), apply_timeout=30, rollback_timeout=15)
+    outcome, host = run(spec=spec, apply_takes=None, stalls_while_rolling_back=True)
+    assert outcome.rolled_back and outcome.cause == "hung", outcome
+    done = 45.0 + ROLLBACK_TAKES
+    assert host.clock.now <= done + confirm.POLL_LIMIT + 2 * LATENCY + 2
 
 
 def test_a_wrong_state_is_rolled_back_at_once() -> None:
