@@ -27,6 +27,24 @@ WRONG_GW4 = "203.0.113.99"
 TEST_ROLLBACK_TIMEOUT = 30
 
 
+def with_host_keys(text: str, host: str, **keys: int) -> str:
+    """A fleet file's text with top-level keys added to one host's table."""
+    head = f"[hosts.{host}]\n"
+    assert head in text, f"{host} has no table of its own in the fleet file"
+    return text.replace(head, head + "".join(f"{key} = {value}\n" for key, value in keys.items()))
+
+
+# The lab's fleet waits up to 90 s for a handshake (50 emulated hosts at once are slow to
+# answer); a host the test cuts off is given up on quickly instead.
+CUT_CONNECT_TIMEOUT = 5
+
+
+def cut_host_fleet(fleet: Path, host: str, out: Path) -> Path:
+    """The fleet file with a short ssh_connect_timeout for the host a test cuts off."""
+    out.write_text(with_host_keys(fleet.read_text(), host, ssh_connect_timeout=CUT_CONNECT_TIMEOUT))
+    return out
+
+
 def wrong_gateway_fleet(fleet: Path, host: str, out: Path) -> Path:
     """A management gateway that cuts ssh, with sshd listed to run inside the VRF: the
     rollback must also put sshd back as it was."""
@@ -37,10 +55,7 @@ def wrong_gateway_fleet(fleet: Path, host: str, out: Path) -> Path:
         'ports = ["eth2"]\n', 'ports = ["eth2"]\nservices = ["sshd"]\n'
     )
     text = text.replace(good, wrong)
-    text = text.replace(
-        f"[hosts.{host}]\n", f"[hosts.{host}]\nrollback_timeout = {TEST_ROLLBACK_TIMEOUT}\n"
-    )
-    out.write_text(text)
+    out.write_text(with_host_keys(text, host, rollback_timeout=TEST_ROLLBACK_TIMEOUT))
     return out
 
 

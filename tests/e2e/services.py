@@ -10,7 +10,7 @@ from pathlib import Path
 
 from lab.pytest_fixture import Lab
 
-from .deploy import converge
+from .deploy import TEST_ROLLBACK_TIMEOUT, converge, with_host_keys
 
 WEB_PORT = 8080
 WEB_UNIT_PATH = "/etc/systemd/system/lab-web.service"
@@ -36,8 +36,7 @@ def services_fleet(fleet: Path, host: str, services: list[str] | None, out: Path
     assert head in text
     if services is not None:
         text = text.replace(head, head + f"services = {json.dumps(services)}\n")
-    text = text.replace(f"[hosts.{host}]\n", f"[hosts.{host}]\nrollback_timeout = 30\n")
-    out.write_text(text)
+    out.write_text(with_host_keys(text, host, rollback_timeout=TEST_ROLLBACK_TIMEOUT))
     return out
 
 

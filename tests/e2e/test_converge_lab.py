@@ -29,6 +29,7 @@ from .deploy import (
     assert_converged,
     converge,
     converge_in_background,
+    cut_host_fleet,
     defaults,
     fact,
     facts,
@@ -36,6 +37,7 @@ from .deploy import (
     pyinfra,
     results,
     rollback_delay,
+    with_host_keys,
     wrong_gateway_fleet,
 )
 
@@ -297,13 +299,15 @@ def test_two_vrfs_survive_reboot_and_one_is_renamed(lab: Lab, fleet: Path, tmp_p
     assert results(converge(renamed, [host])) == (0, 0, 1)
 
 
-def test_unreachable_host_fails_the_run_and_the_others_converge(lab: Lab, fleet: Path) -> None:
+def test_unreachable_host_fails_the_run_and_the_others_converge(
+    lab: Lab, fleet: Path, tmp_path: Path
+) -> None:
     good, cut = lab.hosts[1], lab.hosts[2]
     lab.reset(good)
     lab.reset(cut)
     lab.cut(cut)
     try:
-        run = converge(fleet, [good, cut], "--data", "ssh_connect_timeout=5")
+        run = converge(cut_host_fleet(fleet, cut, tmp_path / "fleet.toml"), [good, cut])
         out = run.stdout + run.stderr
         assert run.returncode != 0
         assert re.search(rf"\[{cut}\].*(Could not connect|timed out|Error)", out, re.I), out[-3000:]
@@ -319,9 +323,7 @@ def test_cut_during_the_change_rolls_the_host_back(lab: Lab, fleet: Path, tmp_pa
     lab.reset(host)
     short = tmp_path / "fleet.toml"
     short.write_text(
-        fleet.read_text().replace(
-            f"[hosts.{host}]\n", f"[hosts.{host}]\nrollback_timeout = {TEST_ROLLBACK_TIMEOUT}\n"
-        )
+        with_host_keys(fleet.read_text(), host, rollback_timeout=TEST_ROLLBACK_TIMEOUT)
     )
     before = fact(short, host, "VrfHostState")
     run = converge_in_background(short, [host])

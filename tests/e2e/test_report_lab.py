@@ -20,7 +20,7 @@ import pytest
 from lab.pytest_fixture import Lab
 from mgmt_vrf import paths
 
-from .deploy import MGMT_GW6, ROOT, converge, host_lines, pyinfra, results
+from .deploy import MGMT_GW6, ROOT, converge, cut_host_fleet, host_lines, pyinfra, results
 
 STRAY_GW4 = "192.0.2.1"  # the access gateway on eth1: any main default not via eth0 is stray
 
@@ -110,11 +110,13 @@ def test_three_drifts_are_named_and_nothing_changes(lab: Lab, fleet: Path) -> No
     assert dry_run_drifted(fleet, lab.hosts) == {host}
 
 
-def test_unreachable_host_is_reported_while_others_are_checked(lab: Lab, fleet: Path) -> None:
+def test_unreachable_host_is_reported_while_others_are_checked(
+    lab: Lab, fleet: Path, tmp_path: Path
+) -> None:
     cut = lab.hosts[-1]
     lab.cut(cut)
     try:
-        code, by_host = report_json(fleet)
+        code, by_host = report_json(cut_host_fleet(fleet, cut, tmp_path / "fleet.toml"))
     finally:
         lab.heal(cut)
     assert code == 2

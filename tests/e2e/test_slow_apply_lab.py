@@ -21,7 +21,7 @@ from lab.pytest_fixture import Lab
 from mgmt_vrf import paths
 from mgmt_vrf.model import DEFAULT_ROLLBACK_TIMEOUT
 
-from .deploy import converge, fact, log_stamps, results
+from .deploy import converge, fact, log_stamps, results, with_host_keys
 from .services import vrf_of
 
 # Longer than the default rollback_timeout: a deadline counted from the start of the
@@ -64,8 +64,7 @@ def slow_fleet(fleet: Path, hosts: list[str], out: Path, **keys: int) -> Path:
         head = f'[hosts.{host}.vrfs.mgmt0]\ntable = 10\nports = ["eth2"]\n'
         assert head in text
         text = text.replace(head, head + 'services = ["lab-slow"]\n')
-        extra = "".join(f"{key} = {value}\n" for key, value in keys.items())
-        text = text.replace(f"[hosts.{host}]\n", f"[hosts.{host}]\n{extra}")
+        text = with_host_keys(text, host, **keys)
     out.write_text(text)
     return out
 
