@@ -18,6 +18,9 @@ def _parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="start the lab, or reuse the running one")
     up.add_argument("--hosts", type=int, default=3, help="number of hosts (default 3)")
     sub.add_parser("down", help="stop the VM and remove the run state")
+    sub.add_parser(
+        "diagnostics", help="what explains a failure: load, VM console, each host's journal"
+    )
     st = sub.add_parser("status", help="what runs, per host")
     st.add_argument("--json", action="store_true")
     for name, text in (
@@ -77,6 +80,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
     if c == "down":
         print("lab: stopped" if client.down() else "lab: was not running; run state removed")
+        return 0
+    if c == "diagnostics":
+        print(client.diagnostics())
         return 0
     if c == "status":
         if not client.running():

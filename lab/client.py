@@ -208,6 +208,28 @@ def status() -> dict[str, object]:
     return data
 
 
+def diagnostics() -> str:
+    """Everything that helps explain a failed lab test, as text: this machine's load, whether
+    the VM still runs, the end of its console, and (if it answers) what it sees of itself
+    and of each host. Each look is bounded in time: it runs when something already broke."""
+    run = run_dir()
+    parts = [
+        f"lab diagnostics ({run})",
+        f"--- controller load: {Path('/proc/loadavg').read_text().strip()}",
+    ]
+    state = vm.read_state(run)
+    parts.append(f"--- VM: {'running, pid ' + str(state.pid) if state else 'not running'}")
+    parts.append(f"--- VM console (last 60 lines)\n{vm.console_tail(run, 60)}")
+    if state is not None:
+        # Its own connection: a shared one may be what broke.
+        r = vm.agent_run("diagnostics", timeout=120, shared=False)
+        if r.returncode == 0:
+            parts.append(r.stdout.rstrip())
+        else:
+            parts.append(f"--- VM does not answer: exit {r.returncode}: {r.stderr.strip()}")
+    return "\n".join(parts)
+
+
 def sessions(reset: bool = False) -> dict[str, list[str]]:
     """Per running host, the ssh session requests it received, one line each, oldest first.
 

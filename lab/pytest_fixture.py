@@ -1,8 +1,9 @@
 """A session-scoped pytest fixture that brings the lab up once and down at the end.
 
-Use it from any test folder's conftest.py:
+Use it from any test folder's conftest.py, with the hook that prints what explains a
+failure (the lab's diagnostics, taken before the lab goes down) at the end of the run:
 
-    from lab.pytest_fixture import lab  # noqa: F401
+    from lab.pytest_fixture import lab, pytest_terminal_summary  # noqa: F401
 
 A lab that was already running when the session started is reused and left running
 (someone else may be using it). LAB_HOSTS sets the number of hosts (default 3);
@@ -99,16 +100,42 @@ class Lab:
     def status(self) -> dict[str, Any]:
         return client.status()
 
+    def diagnostics(self) -> str:
+        return client.diagnostics()
+
+
+DIAGNOSTICS: list[str] = []
+
 
 @pytest.fixture(scope="session")
-def lab() -> Iterator[Lab]:
+def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
     wanted = int(os.environ.get("LAB_HOSTS", "3"))
     reused = client.running()
-    client.up(wanted)
+    try:
+        client.up(wanted)
+    except Exception:
+        _diagnose()
+        raise
     run = run_dir()
     info = json.loads((run / "hosts.json").read_text())
     try:
         yield Lab(hosts=sorted(info["hosts"], key=lambda n: int(n[3:])), info=info, run=run)
     finally:
+        if request.session.testsfailed:
+            _diagnose()
         if not reused and os.environ.get("LAB_KEEP") != "1":
             client.down()
+
+
+def _diagnose() -> None:
+    try:
+        DIAGNOSTICS.append(client.diagnostics())
+    except Exception as e:  # noqa: BLE001 - the failure being explained matters more
+        DIAGNOSTICS.append(f"lab diagnostics failed: {type(e).__name__}: {e}")
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    # Each test folder's conftest imports this hook; the first call prints and empties.
+    while DIAGNOSTICS:
+        terminalreporter.section("lab diagnostics (taken before the lab went down)")
+        terminalreporter.write_line(DIAGNOSTICS.pop(0))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shlex
 import signal
 import socket
@@ -196,6 +197,8 @@ def console_tail(run: Path, lines: int = 25) -> str:
     for name in ("qemu.log", "console.log"):
         with contextlib.suppress(OSError):
             text += (run / name).read_text(errors="replace")
+    # The firmware's screen resets and colours would only garble a CI log.
+    text = re.sub(r"\x1b(\[[0-9;?]*[A-Za-z]|c)", "", text)
     return "\n".join(text.splitlines()[-lines:])
 
 
@@ -302,12 +305,26 @@ def vm_run(
     return run_ssh(argv, timeout, input)
 
 
-def agent(*args: str, timeout: float = 300) -> str:
+def agent_run(
+    *args: str, timeout: float = 300, shared: bool = True
+) -> subprocess.CompletedProcess[str]:
     # The VM's own interpreter, as at its boot (vminit.sh), not whatever PATH finds first.
     command = "/usr/bin/python3 -B " + shlex.join([str(GUEST_DIR / "agent.py"), *args])
-    r = vm_run(command, timeout=timeout)
+    return vm_run(command, timeout=timeout, shared=shared)
+
+
+def agent(*args: str, timeout: float = 300) -> str:
+    r = agent_run(*args, timeout=timeout)
     if r.returncode != 0:
-        raise LabError((r.stderr.strip() or r.stdout.strip()) or f"lab VM command failed: {args}")
+        message = (r.stderr.strip() or r.stdout.strip()) or f"lab VM command failed: {args}"
+        if r.returncode == 255:
+            # ssh itself failed: the VM stopped answering. Its console says why, if anything.
+            alive = read_state(run_dir()) is not None
+            message += (
+                f"\n(the lab VM's ssh did not answer; qemu {'runs' if alive else 'has exited'}; "
+                f"its console ends:)\n{console_tail(run_dir())}"
+            )
+        raise LabError(message)
     return r.stdout
 
 

@@ -810,6 +810,54 @@ def status() -> dict[str, object]:
     return {"hosts": hosts, "uptime": float(Path("/proc/uptime").read_text().split()[0])}
 
 
+HOST_DIAGNOSTICS = (
+    "systemctl --failed --no-legend --no-pager",
+    "journalctl -b --no-pager -n 40 -o short-monotonic",
+    "ip -br address",
+    "ip rule",
+    "ip route show table all type unicast",
+)
+RUNNER_DIAGNOSTICS = HOST_DIAGNOSTICS[2:]
+
+
+def _tail(path: Path, lines: int) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError as e:
+        return f"({e.strerror})"
+
+
+def diagnostics() -> str:
+    """What a failed lab test leaves for whoever reads CI's log: the VM's load and memory,
+    its kernel's last words, and per host its init's log, its failed units and journal,
+    and its addresses, rules and routes. Each look is bounded; none may hang the report."""
+    out = []
+
+    def run(title: str, argv: list[str]) -> None:
+        try:
+            r = subprocess.run(argv, capture_output=True, text=True, timeout=20)
+            text = (r.stdout + r.stderr).rstrip()
+        except (OSError, subprocess.TimeoutExpired) as e:
+            text = f"({e})"
+        out.append(f"--- {title}\n{text}")
+
+    out.append(f"--- VM load: {Path('/proc/loadavg').read_text().strip()}")
+    run("VM memory", ["free", "-m"])
+    run("VM kernel log (last 40 lines)", ["sh", "-c", "dmesg | tail -n 40"])
+    for name in existing_hosts():
+        pid = host_pid(name)
+        out.append(
+            f"--- {name}: init log (last 20 lines)\n{_tail(host_dir(name) / 'init.log', 20)}"
+        )
+        if pid is None:
+            out.append(f"--- {name}: not running")
+            continue
+        looks = HOST_DIAGNOSTICS if MODE["init"] == "systemd" else RUNNER_DIAGNOSTICS
+        for look in looks:
+            run(f"{name}: {look}", ["nsenter", "-t", str(pid), "-a", "sh", "-c", look])
+    return "\n".join(out)
+
+
 # --- entry points -------------------------------------------------------------------
 
 
@@ -881,6 +929,8 @@ def main(argv: list[str]) -> int:
             heal(args[0])
         elif verb == "status":
             print(json.dumps(status()))
+        elif verb == "diagnostics":
+            print(diagnostics())
         elif verb == "sessions":
             print(json.dumps(sessions(reset=args[:1] == ["--reset"])))
         elif verb == "wait-ready":

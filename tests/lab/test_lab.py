@@ -225,6 +225,23 @@ def test_cut_really_cuts_and_heal_restores(lab: Lab) -> None:
     assert lab.check(host, "echo back").strip() == "back"
 
 
+def test_diagnostics_reach_a_host_its_ssh_cannot(lab: Lab) -> None:
+    host = lab.hosts[-1]
+    try:
+        lab.cut(host)
+        text = lab.diagnostics()
+    finally:
+        lab.heal(host)
+    assert "--- VM: running" in text
+    assert "--- VM console" in text
+    assert "--- VM kernel log" in text
+    for name in lab.hosts:
+        assert f"--- {name}: journalctl" in text
+    # Read from inside the host, not over its (cut) management path.
+    section = text.split(f"--- {host}: ip -br address\n", 1)[1].split("\n--- ", 1)[0]
+    assert "203.0.113.10/25" in section, text
+
+
 def test_vrf_with_right_gateway_answers_through_eth2(lab: Lab) -> None:
     host = lab.hosts[-1]
     script = (

@@ -19,4 +19,4 @@ for key, value in {
 }.items():
     os.environ.setdefault(key, value)
 
-from lab.pytest_fixture import lab  # noqa: E402, F401
+from lab.pytest_fixture import lab, pytest_terminal_summary  # noqa: E402, F401
