@@ -1,13 +1,14 @@
 #!/bin/sh
 # Installs what the lab and the tests need on a Debian 12 machine (shellcheck: the unit
-# tests check every generated script with it). Safe to run again.
+# tests check every generated script with it; GLib: they compare our keyfile reader with
+# GLib's own). Safe to run again.
 # It never starts services on this machine: a temporary policy-rc.d refuses
 # every start that package scripts request (exit 101), unless one already exists.
 set -eu
 
 PACKAGES="qemu-system-x86 qemu-utils linux-image-amd64 busybox-static openssh-server openssh-client \
 iproute2 iputils-ping systemd systemd-container dbus nftables socat kmod procps psmisc tcpdump curl \
-shellcheck"
+shellcheck libglib2.0-0"
 
 need=""
 for p in $PACKAGES; do
