@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from .plan import Plan, RemoveFile, RunCommand, WriteFile
+from .profile_text import changed_keys
 
 Status = Literal["converged", "drifted", "unreachable", "refused", "error"]
 STATUSES: tuple[Status, ...] = ("converged", "drifted", "unreachable", "refused", "error")
@@ -76,6 +77,9 @@ def differences(plan: Plan) -> list[str]:
         elif isinstance(change, WriteFile):
             name = posixpath.basename(change.path)
             sentence = f"{name} missing" if change.old is None else f"{name} edited"
+            keys = changed_keys(change.path, change.old, change.content)
+            if keys:
+                sentence += ": " + ", ".join(keys)
         elif isinstance(change, RemoveFile):
             sentence = f"{posixpath.basename(change.path)} present: {change.why}"
         # A step with several commands (delete and re-add a VRF) is still one difference.

@@ -15,6 +15,7 @@ from . import paths, render, services
 from .commands import Argv, to_shell
 from .hoststate import HostState
 from .model import HostSpec
+from .profile_text import Ifcfg
 from .steps import (
     Step,
     after_teardown,
@@ -119,8 +120,22 @@ def resolve_backend(spec: HostSpec, state: HostState) -> str:
     return "networkmanager"
 
 
-def desired_files(spec: HostSpec, backend: str) -> dict[str, tuple[str, str, str] | None]:
-    """Path -> (content, mode, why) to write, or None to remove. Paths not listed are left alone."""
+def host_ifcfg(state: HostState | None, port: str) -> Ifcfg | None:
+    """The host's own ifcfg profile of a port, to edit in place; None if it has none.
+    Raises ProfileSyntaxError for a file we cannot read (preflight refuses the host)."""
+    if state is None:
+        return None
+    found = state.file(paths.ifcfg(port))
+    return Ifcfg.parse(found.path, found.text) if found.exists else None
+
+
+def desired_files(
+    spec: HostSpec, backend: str, state: HostState | None = None
+) -> dict[str, tuple[str, str, str] | None]:
+    """Path -> (content, mode, why) to write, or None to remove. Paths not listed are left alone.
+
+    With the host's ``state``, a port's profile is the host's own, edited: what the
+    operator set there (MTU, firewalld zone, DNS, ethtool options, comments) stays."""
     files: dict[str, tuple[str, str, str] | None] = {}
     present = spec.present_vrfs
     ports_in_use = {p for vrf in present for p in vrf.ports}
@@ -131,7 +146,7 @@ def desired_files(spec: HostSpec, backend: str) -> dict[str, tuple[str, str, str
             if port in ports_in_use or iface is None:
                 continue
             files[paths.ifcfg(port)] = (
-                render.port_ifcfg(spec, iface, None, backend),
+                render.port_ifcfg(spec, iface, None, backend, host_ifcfg(state, port)),
                 MODE_CONFIG,
                 f"{port} leaves VRF {vrf.name}: plain profile",
             )
@@ -151,7 +166,7 @@ def desired_files(spec: HostSpec, backend: str) -> dict[str, tuple[str, str, str
             if iface is None:
                 continue
             files[paths.ifcfg(port)] = (
-                render.port_ifcfg(spec, iface, vrf, backend),
+                render.port_ifcfg(spec, iface, vrf, backend, host_ifcfg(state, port)),
                 MODE_CONFIG,
                 f"the one profile of {port}, port of VRF {vrf.name}",
             )
@@ -218,7 +233,7 @@ def _file_changes(
     changes: list[Change] = []
     profiles_changed = False
     units_changed = False
-    wanted = desired_files(spec, backend)
+    wanted = desired_files(spec, backend, state)
     for path, dropin in services.dropin_files(spec, state).items():
         wanted[path] = None if dropin is None else (dropin[0], MODE_CONFIG, dropin[1])
     for path, desired in wanted.items():

@@ -10,7 +10,9 @@ from __future__ import annotations
 from .hoststate import HostState
 from .model import HostSpec
 from .paths import UNIT_NAME
+from .plan import host_ifcfg
 from .probe import BOOT_UNIT_WAIT
+from .profile_text import ProfileSyntaxError
 from .services import unit_problems
 from .steps import replaced_vrfs
 
@@ -89,5 +91,14 @@ def host_problems(spec: HostSpec, state: HostState) -> list[str]:
             f"{where}: backend: 'network-scripts' is set but the legacy network-scripts package "
             "is not installed; use backend = 'networkmanager' or 'auto'"
         )
+    for vrf in spec.vrfs:
+        for port in vrf.ports:
+            try:
+                host_ifcfg(state, port)
+            except ProfileSyntaxError as e:
+                problems.append(
+                    f"{where}: vrfs.{vrf.name}.ports: {port}'s profile cannot be edited "
+                    f"without losing what it says: {e}"
+                )
     problems += unit_problems(spec, state)
     return problems

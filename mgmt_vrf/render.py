@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
@@ -11,12 +12,18 @@ import jinja2
 from . import paths
 from .commands import sh_quote
 from .model import UNREACHABLE_METRIC, HostSpec, Interface, Vrf, needs_dev
+from .profile_text import Ifcfg
 from .steps import l3mdev_sysctls, port_sysctls, present_steps, sysctl_slash_key
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "files"
 HEADER = (
     "Managed by mgmt-vrf (pyinfra). Edits here are replaced on the next deploy; "
     f"earlier versions are kept in {paths.BACKUP_DIR}."
+)
+PORT_HEADER = (
+    "Managed by mgmt-vrf (pyinfra): each deploy sets the VRF port's own keys here (VRF, "
+    "addresses, gateways, DEFROUTE); every other key and comment is kept. Earlier versions are "
+    f"kept in {paths.BACKUP_DIR}."
 )
 # Stable per VRF name, so re-rendering never changes the file and NetworkManager keeps the
 # same connection across deploys.
@@ -47,25 +54,112 @@ def vrf_keyfile(vrf: Vrf) -> str:
     )
 
 
-def port_ifcfg(spec: HostSpec, iface: Interface, vrf: Vrf | None, backend: str) -> str:
-    """The one profile of a port. With NetworkManager the port's gateways go in the profile
-    (NetworkManager puts them in the VRF's table); initscripts would put them in the main
-    table, so for them the defaults live in the route files with an explicit table."""
+# Keys of a port's ifcfg profile that the fleet file decides, in the order a new profile
+# lists them; None removes the key. Every other key of the host's profile is the operator's
+# (MTU, ZONE, DNS*, ETHTOOL_OPTS, MACADDR, IPV6_PRIVACY, comments, ...) and is kept.
+def port_ifcfg_keys(
+    spec: HostSpec, iface: Interface, vrf: Vrf | None, backend: str
+) -> list[tuple[str, str | None]]:
+    """With NetworkManager the port's gateways go in the profile (NetworkManager puts them
+    in the VRF's table); initscripts would put them in the main table, so for them the
+    defaults live in the route files with an explicit table."""
     with_gateway = vrf is not None and backend == "networkmanager"
 
-    def through_this_port(gateway: IPv4Address | IPv6Address | None) -> object:
+    def through_this_port(gateway: IPv4Address | IPv6Address | None) -> str | None:
         if not with_gateway or vrf is None or gateway is None:
             return None
         port = spec.nexthop_port(vrf, gateway)
-        return gateway if port is not None and port.name == iface.name else None
+        return str(gateway) if port is not None and port.name == iface.name else None
 
-    return _render(
-        "ifcfg-port.j2",
-        iface=iface,
-        vrf=vrf,
-        gateway4=through_this_port(vrf.gateway4) if vrf else None,
-        gateway6=through_this_port(vrf.gateway6) if vrf else None,
+    v4, v6 = iface.ipv4, iface.ipv6
+    gateway4 = through_this_port(vrf.gateway4) if vrf else None
+    gateway6 = through_this_port(vrf.gateway6) if vrf else None
+    return [
+        ("DEVICE", iface.name),
+        ("ONBOOT", "yes"),
+        ("BOOTPROTO", "none"),
+        ("IPADDR", str(v4.ip) if v4 else None),
+        ("PREFIX", str(v4.network.prefixlen) if v4 else None),
+        ("GATEWAY", gateway4),
+        ("DEFROUTE", "yes" if gateway4 else "no"),
+        ("IPV6INIT", "yes" if v6 else "no"),
+        ("IPV6_AUTOCONF", "no" if v6 else None),
+        ("IPV6ADDR", str(v6) if v6 else None),
+        ("IPV6_DEFAULTGW", gateway6),
+        ("IPV6_DEFROUTE", ("yes" if gateway6 else "no") if v6 else None),
+        ("VRF", vrf.name if vrf else None),
+    ]
+
+
+# What a new profile also gets, where the host's own profile may say otherwise.
+_NEW_IFCFG_DEFAULTS = {
+    "TYPE": "Ethernet",
+    "IPV4_FAILURE_FATAL": "no",
+    "IPV6_FAILURE_FATAL": "no",
+    "IPV6_ADDR_GEN_MODE": "stable-privacy",
+}
+# Further addresses and gateways in the host's profile: the fleet file's addresses win.
+_OTHER_ADDRESS_KEYS = re.compile(
+    r"(IPADDR|PREFIX|NETMASK|GATEWAY)[0-9]+|NETMASK|IPV6ADDR_SECONDARIES"
+)
+
+
+def port_ifcfg(
+    spec: HostSpec,
+    iface: Interface,
+    vrf: Vrf | None,
+    backend: str,
+    current: Ifcfg | None = None,
+) -> str:
+    """The port's profile: the host's own (``current``) with our keys set, or a new one.
+
+    Our comment lines lead it while it is a VRF port; released, it is the host's again and
+    keeps none of them."""
+    keys = port_ifcfg_keys(spec, iface, vrf, backend)
+    template = _env.get_template("ifcfg-port.j2")
+    if current is None:
+        return template.render(
+            header=PORT_HEADER, iface=iface, vrf=vrf, keys=_new_ifcfg_keys(iface, keys)
+        )
+    lines = current.text().split("\n")
+    ours = []
+    while lines and lines[0].startswith(_OUR_COMMENTS):
+        ours.append(lines.pop(0) + "\n")
+    edited = Ifcfg.parse(current.path, "\n".join(lines))
+    for key in [k for k in edited.values() if _OTHER_ADDRESS_KEYS.fullmatch(k)]:
+        edited.remove(key)
+    for key, value in keys:
+        if value is None:
+            edited.remove(key)
+        else:
+            edited.set(key, value)
+    if vrf is None:
+        return edited.text()
+    header, role = template.render(header=PORT_HEADER, iface=iface, vrf=vrf, keys=[]).splitlines(
+        keepends=True
     )
+    # A header of ours already there stays as it is: an older release's wording is no
+    # reason to rewrite a converged host's profile. The line naming the VRF is renewed.
+    if ours and ours[0].startswith(_OUR_COMMENTS[0]):
+        header = ours[0]
+    return header + role + edited.text()
+
+
+# The comment lines this module has ever put at the top of a port's profile.
+_OUR_COMMENTS = ("# Managed by mgmt-vrf (pyinfra)", "# Port of VRF ", "# Plain profile for ")
+
+
+def _new_ifcfg_keys(iface: Interface, keys: list[tuple[str, str | None]]) -> list[tuple[str, str]]:
+    owned = dict(keys)
+    order = ["TYPE", "NAME", "DEVICE", "ONBOOT", "BOOTPROTO", "IPADDR", "PREFIX", "GATEWAY",
+             "DEFROUTE", "IPV4_FAILURE_FATAL", "IPV6INIT", "IPV6_AUTOCONF", "IPV6ADDR",
+             "IPV6_DEFAULTGW", "IPV6_DEFROUTE", "IPV6_FAILURE_FATAL", "IPV6_ADDR_GEN_MODE",
+             "VRF"]  # fmt: skip
+    values: dict[str, str | None] = {**_NEW_IFCFG_DEFAULTS, "NAME": iface.name, **owned}
+    if iface.ipv6 is None:
+        values["IPV6_FAILURE_FATAL"] = values["IPV6_ADDR_GEN_MODE"] = None
+    out = [(key, values[key]) for key in order]
+    return [(key, value) for key, value in out if value is not None]
 
 
 def port_route_lines(

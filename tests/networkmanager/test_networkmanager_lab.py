@@ -7,6 +7,7 @@ First the regression of the blog's root cause, then our deploy on that same host
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import pytest
@@ -46,6 +47,26 @@ def host(lab: Lab) -> str:
     if lab.ssh(name, untouched).returncode != 0:
         lab.reset(name)
     return name
+
+
+# What operators add to a management NIC's profile; the deploy must keep every line.
+OPERATOR_LINES = [
+    "# eth2: out-of-band management, rack 12 (ticket NET-4411)",
+    "MTU=1400",
+    "ZONE=trusted",
+    "DNS1=192.0.2.53",
+    'ETHTOOL_OPTS="-K eth2 gro off"',
+]
+# The blog's own keys that a replaced profile lost.
+BLOG_LINES = ["MACADDR=permanent", "IPV6_PRIVACY=no"]
+
+
+def assert_operator_keys_kept(lab: Lab, host: str, when: str) -> None:
+    lines = lab.check(host, f"cat {SCRIPTS}/ifcfg-eth2").splitlines()
+    missing = [line for line in OPERATOR_LINES + BLOG_LINES if line not in lines]
+    assert not missing, (when, missing, lines)
+    (eth2,) = lab.json(host, "ip -j link show dev eth2")
+    assert eth2["mtu"] == 1400, (when, eth2)
 
 
 def nmcli(lab: Lab, host: str, args: str) -> list[list[str]]:
@@ -100,8 +121,13 @@ def test_the_blogs_files_boot_into_the_blogs_failure(lab: Lab, host: str) -> Non
 def test_a_change_that_cuts_ssh_is_rolled_back_with_networkmanager_running(
     lab: Lab, host: str, tmp_path: Path
 ) -> None:
-    # From the blog's state, a management gateway that does not exist: NetworkManager makes
+    # From the blog's state, with an operator's keys on eth2's profile (NetworkManager
+    # reads them at boot), a management gateway that does not exist: NetworkManager makes
     # the change, no new ssh connection gets through, and the host's timer rolls it back.
+    lines = "".join(f"{line}\n" for line in OPERATOR_LINES)
+    lab.check(host, f"printf %s {shlex.quote(lines)} >> {SCRIPTS}/ifcfg-eth2")
+    lab.reboot(host)
+    assert_operator_keys_kept(lab, host, "before the deploy")
     wrong = wrong_gateway_fleet(lab.fleet_file, host, tmp_path / "fleet.toml")
     before = fact(wrong, host, "VrfHostState")
     run = converge(wrong, [host])
@@ -132,7 +158,10 @@ def test_our_deploy_then_a_reboot_leave_networkmanager_owning_the_vrf(lab: Lab, 
     assert devices["mgmt0"] == ["connected", "mgmt0"]
     assert devices["eth2"] == ["connected", "eth2"]
 
+    assert_operator_keys_kept(lab, host, "live")
+
     lab.reboot(host)
+    assert_operator_keys_kept(lab, host, "after reboot")
     found = profiles(lab, host)
     # Exactly one profile per device, each active and each from the file we expect.
     assert {name: value for name, value in found.items() if name != "lo"} == {
@@ -194,6 +223,8 @@ def test_state_absent_hands_the_port_back_to_a_plain_profile(
         found = profiles(lab, host)
         assert "mgmt0" not in found, when
         assert found["eth2"] == ("eth2", "yes", f"{SCRIPTS}/ifcfg-eth2"), when
+        assert_operator_keys_kept(lab, host, when)
+        assert "VRF" not in lab.check(host, f"cat {SCRIPTS}/ifcfg-eth2"), when
         master = nmcli(lab, host, "-f connection.master connection show eth2")
         assert master == [["connection.master", ""]], when
         assert lab.json(host, "ip -j link show type vrf") == [], when

@@ -94,7 +94,7 @@ def test_without_networkmanager_running_our_commands_make_the_change_unguarded()
 def test_running_networkmanager_with_only_an_edited_profile_is_not_asked_to_reactivate() -> None:
     state = converged_state()
     path = paths.ifcfg("eth2")
-    edited = state.files[path].text + "# a note\n"
+    edited = state.files[path].text.replace("IPV6_AUTOCONF=no", "IPV6_AUTOCONF=yes")
     state = replace(state, files={**state.files, path: FileState(path, edited.encode())})
     assert commands(plan(seed_spec(), state)) == ["nmcli connection reload"]
 

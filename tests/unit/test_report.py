@@ -16,7 +16,10 @@ def _drifted_state() -> HostState:
     """A converged host drifted three ways, as the lab test does it for real."""
     state = converged_state()
     ifcfg = paths.ifcfg("eth2")
-    edited = (state.file(ifcfg).content or b"") + b"MTU=9000\n"
+    # An operator's MTU is not drift; a key we own (SLAAC turned back on) is.
+    edited = (state.file(ifcfg).content or b"").replace(
+        b"IPV6_AUTOCONF=no\n", b"IPV6_AUTOCONF=yes\n"
+    ) + b"MTU=9000\n"
     return replace(
         state,
         routes=tuple(r for r in state.routes if not (r.table == 10 and r.family == 6 and r.gateway))
@@ -35,10 +38,18 @@ def test_three_drifts_are_named_in_words() -> None:
     report = drift.from_plan(plan(seed_spec(), _drifted_state()))
     assert report.status == "drifted"
     assert report.differences == (
-        "ifcfg-eth2 edited",
+        "ifcfg-eth2 edited: IPV6_AUTOCONF",
         "extra IPv4 default route in main: default via 192.0.2.1 dev eth1 metric 300",
         f"table 10 lacks default via {MGMT_GW6}",
     )
+
+
+def test_an_operators_own_keys_and_comments_are_no_drift() -> None:
+    state = converged_state()
+    ifcfg = paths.ifcfg("eth2")
+    edited = state.files[ifcfg].text + "# moved to rack 12\nMTU=9000\nZONE=trusted\n"
+    state = replace(state, files={**state.files, ifcfg: FileState(ifcfg, edited.encode())})
+    assert drift.from_plan(plan(seed_spec(), state)) == drift.HostReport("alma1", "converged")
 
 
 def test_follow_up_reloads_are_not_differences() -> None:
@@ -53,7 +64,7 @@ def test_broken_host_names_each_problem_once() -> None:
     found = drift.differences(plan(seed_spec(), broken_state()))
     assert len(found) == len(set(found))
     assert "mgmt0.nmconnection missing" in found
-    assert "ifcfg-eth2 edited" in found
+    assert any(f.startswith("ifcfg-eth2 edited: ") and "VRF" in f for f in found), found
     assert (
         "ifcfg-vrf.eth2 present: second profile for eth2: NetworkManager would activate only one"
         in found

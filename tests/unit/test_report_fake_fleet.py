@@ -15,7 +15,7 @@ EXPECTED = [
     "net.ipv4.udp_l3mdev_accept is not 1",
     "net.ipv6.conf.eth2.keep_addr_on_down is not 1",
     "mgmt0.nmconnection missing",
-    "ifcfg-eth2 edited",
+    "ifcfg-eth2 edited: IPV6_AUTOCONF, IPV6ADDR, BOOTPROTO, VRF",
     "90-mgmt-vrf.conf missing",
     "mgmt-vrf-converge missing",
     "mgmt-vrf.service missing",
