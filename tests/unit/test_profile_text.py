@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import subprocess
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -221,35 +222,17 @@ def test_control_characters_are_never_written() -> None:
 
 # --- keyfile -----------------------------------------------------------------------------
 
-# AlmaLinux 9's installer writes keyfiles of this shape for a static NIC (NetworkManager
-# 1.42's nm-keyfile writer: group order, key order, the trailing empty groups).
-INSTALLER_KEYFILE = """[connection]
-id=eth2
-uuid=0c6e4f9a-6a5e-4d3b-9a43-3f2b1c0d8e71
-type=ethernet
-autoconnect-priority=-999
-interface-name=eth2
-
-[ethernet]
-mtu=1400
-
-[ipv4]
-address1=203.0.113.10/25
-method=manual
-
-[ipv6]
-addr-gen-mode=eui64
-address1=2001:db8:1::10/64
-method=manual
-
-[proxy]
-"""
+# Written by NetworkManager's own keyfile writer (tests/fixtures/keyfiles/capture.sh).
+KEYFILES = Path(__file__).resolve().parent.parent / "fixtures" / "keyfiles"
+INSTALLER_KEYFILE = (KEYFILES / "eth2-installer-1.42.4.nmconnection").read_text()
 
 
-def test_a_keyfile_reads_as_glib_reads_it() -> None:
-    f = Keyfile.parse("eth2.nmconnection", INSTALLER_KEYFILE)
-    assert f.groups() == glib_read(INSTALLER_KEYFILE)
-    assert f.text() == INSTALLER_KEYFILE
+@pytest.mark.parametrize("path", sorted(KEYFILES.glob("*.nmconnection")), ids=lambda p: p.name)
+def test_keyfiles_nm_wrote_read_as_glib_reads_them(path: Path) -> None:
+    text = path.read_text()
+    f = Keyfile.parse(path.name, text)
+    assert f.groups() == glib_read(text)
+    assert f.text() == text
 
 
 def test_a_keyfile_edit_puts_keys_where_glib_would_and_keeps_the_rest() -> None:
