@@ -54,6 +54,47 @@ def _no_control(value: str) -> str:
     return value
 
 
+class _ProfileText:
+    """Lines as read, each with what it means; written back as they were unless edited."""
+
+    def __init__(self, path: str, lines: list[_Line], final_newline: bool) -> None:
+        self.path = path
+        self._lines = lines
+        self._final_newline = final_newline
+
+    def text(self) -> str:
+        body = "\n".join(line.raw for line in self._lines)
+        return body + "\n" if self._final_newline and self._lines else body
+
+    # A key is addressed by (group, key); ifcfg files have no groups (None).
+    def _last(self, group: str | None, key: str) -> int | None:
+        found = [i for i, line in enumerate(self._lines) if (line.group, line.key) == (group, key)]
+        return found[-1] if found else None
+
+    def _get(self, group: str | None, key: str) -> str | None:
+        last = self._last(group, key)
+        return None if last is None else self._lines[last].value
+
+    def _replace_last(self, line: _Line) -> bool:
+        """Puts ``line`` where its key counts and drops that key's earlier copies; False
+        when the file does not have the key."""
+        where = (line.group, line.key)
+        last = self._last(line.group, line.key or "")
+        if last is None:
+            return False
+        if self._lines[last].value != line.value:
+            self._lines[last] = line
+        self._lines = [
+            other
+            for i, other in enumerate(self._lines)
+            if i == last or (other.group, other.key) != where
+        ]
+        return True
+
+    def _remove(self, group: str | None, key: str) -> None:
+        self._lines = [line for line in self._lines if (line.group, line.key) != (group, key)]
+
+
 # --- ifcfg --------------------------------------------------------------------------
 
 _ASSIGNMENT = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)=(.*)")
@@ -162,7 +203,7 @@ def _ansi_c(text: str, i: int, out: list[str]) -> int:
             i += 2
 
 
-class Ifcfg:
+class Ifcfg(_ProfileText):
     """An ifcfg file (network-scripts' and NetworkManager's ifcfg-rh format).
 
     >>> f = Ifcfg.parse("ifcfg-eth2", "DEVICE=eth2\\nMTU=9000 # jumbo\\n")
@@ -171,11 +212,6 @@ class Ifcfg:
     >>> f.text()
     'DEVICE=eth2\\nMTU=9000 # jumbo\\nVRF=mgmt0\\n'
     """
-
-    def __init__(self, path: str, lines: list[_Line], final_newline: bool) -> None:
-        self.path = path
-        self._lines = lines
-        self._final_newline = final_newline
 
     @classmethod
     def parse(cls, path: str, text: str) -> Ifcfg:
@@ -199,35 +235,19 @@ class Ifcfg:
         return cls(path, lines, final_newline)
 
     def get(self, key: str) -> str | None:
-        for line in reversed(self._lines):
-            if line.key == key:
-                return line.value
-        return None
+        return self._get(None, key)
 
     def values(self) -> dict[str, str]:
         """Every key with the value that counts (the last occurrence)."""
         return {line.key: line.value for line in self._lines if line.key and line.value is not None}
 
     def set(self, key: str, value: str) -> None:
-        raw = f"{key}={sh_quote(_no_control(value))}"
-        last = self._last(key)
-        if last is None:
-            self._lines.append(_Line(raw, key, value))
-            return
-        if self._lines[last].value != value:
-            self._lines[last] = _Line(raw, key, value)
-        self._lines = [line for i, line in enumerate(self._lines) if line.key != key or i == last]
+        line = _Line(f"{key}={sh_quote(_no_control(value))}", key, value)
+        if not self._replace_last(line):
+            self._lines.append(line)
 
     def remove(self, key: str) -> None:
-        self._lines = [line for line in self._lines if line.key != key]
-
-    def text(self) -> str:
-        body = "\n".join(line.raw for line in self._lines)
-        return body + "\n" if self._final_newline and self._lines else body
-
-    def _last(self, key: str) -> int | None:
-        found = [i for i, line in enumerate(self._lines) if line.key == key]
-        return found[-1] if found else None
+        self._remove(None, key)
 
 
 # --- keyfile ------------------------------------------------------------------------
@@ -254,7 +274,7 @@ def _keyfile_escape(value: str) -> str:
     return "\\s" + text[1:] if text.startswith(" ") else text
 
 
-class Keyfile:
+class Keyfile(_ProfileText):
     """A NetworkManager keyfile (GLib's key file format: [group], key=value, # comments).
 
     >>> text = "[connection]\\nid=eth2\\n\\n[ethernet]\\nmtu=1400\\n"
@@ -264,11 +284,6 @@ class Keyfile:
     >>> f.text()
     '[connection]\\nid=eth2\\nmaster=mgmt0\\n\\n[ethernet]\\nmtu=1400\\n'
     """
-
-    def __init__(self, path: str, lines: list[_Line], final_newline: bool) -> None:
-        self.path = path
-        self._lines = lines
-        self._final_newline = final_newline
 
     @classmethod
     def parse(cls, path: str, text: str) -> Keyfile:
@@ -297,8 +312,7 @@ class Keyfile:
         return cls(path, lines, final_newline)
 
     def get(self, group: str, key: str) -> str | None:
-        last = self._last(group, key)
-        return None if last is None else self._lines[last].value
+        return self._get(group, key)
 
     def groups(self) -> dict[str, dict[str, str]]:
         """Every group (duplicates merged, as GKeyFile does) with the values that count;
@@ -313,15 +327,7 @@ class Keyfile:
 
     def set(self, group: str, key: str, value: str) -> None:
         line = _Line(f"{key}={_keyfile_escape(value)}", key, value, group)
-        last = self._last(group, key)
-        if last is not None:
-            if self._lines[last].value != value:
-                self._lines[last] = line
-            self._lines = [
-                other
-                for i, other in enumerate(self._lines)
-                if i == last or (other.group, other.key) != (group, key)
-            ]
+        if self._replace_last(line):
             return
         members = [i for i, other in enumerate(self._lines) if other.group == group]
         if not members:
@@ -336,15 +342,7 @@ class Keyfile:
         self._lines.insert((keys or headers)[-1] + 1, line)
 
     def remove(self, group: str, key: str) -> None:
-        self._lines = [line for line in self._lines if (line.group, line.key) != (group, key)]
-
-    def text(self) -> str:
-        body = "\n".join(line.raw for line in self._lines)
-        return body + "\n" if self._final_newline and self._lines else body
-
-    def _last(self, group: str, key: str) -> int | None:
-        found = [i for i, line in enumerate(self._lines) if (line.group, line.key) == (group, key)]
-        return found[-1] if found else None
+        self._remove(group, key)
 
 
 def changed_keys(path: str, old: str | None, new: str) -> list[str]:

@@ -43,6 +43,17 @@ def written(state: HostState, spec: object = None) -> str | None:
     return texts[0] if texts else None
 
 
+def deployed_then(**vrf_changes: object) -> str:
+    """The operator's profile after a deploy, then after a deploy of the VRF so changed."""
+    deployed = written(with_profile(clean_state(), OPERATOR_PROFILE))
+    assert deployed is not None
+    spec = seed_spec()
+    spec = replace(spec, vrfs=(replace(spec.vrfs[0], **vrf_changes),))  # type: ignore[arg-type]
+    text = written(with_profile(clean_state(), deployed), spec)
+    assert text is not None
+    return text
+
+
 def test_a_deploy_keeps_every_key_and_comment_the_operator_set() -> None:
     text = written(with_profile(clean_state(), OPERATOR_PROFILE))
     assert text is not None
@@ -69,12 +80,7 @@ def test_a_second_run_changes_nothing_in_the_edited_profile() -> None:
 
 
 def test_released_the_profile_is_the_operators_again_without_our_lines() -> None:
-    deployed = written(with_profile(clean_state(), OPERATOR_PROFILE))
-    assert deployed is not None
-    spec = seed_spec()
-    spec = replace(spec, vrfs=(replace(spec.vrfs[0], state="absent"),))
-    released = written(with_profile(clean_state(), deployed), spec)
-    assert released is not None
+    released = deployed_then(state="absent")
     assert not released.startswith("#")
     values = Ifcfg.parse(PATH, released).values()
     assert "VRF" not in values and "GATEWAY" not in values
@@ -125,11 +131,6 @@ def test_a_profile_from_an_older_release_is_not_rewritten_for_its_header() -> No
 
 
 def test_a_renamed_vrf_renews_the_line_that_names_it() -> None:
-    deployed = written(with_profile(clean_state(), OPERATOR_PROFILE))
-    assert deployed is not None
-    spec = seed_spec()
-    spec = replace(spec, vrfs=(replace(spec.vrfs[0], name="oob0"),))
-    renamed = written(with_profile(clean_state(), deployed), spec)
-    assert renamed is not None
+    renamed = deployed_then(name="oob0")
     assert renamed.splitlines()[1] == "# Port of VRF oob0 (table 10): the only profile for eth2."
     assert "VRF=oob0" in renamed.splitlines()
