@@ -346,13 +346,23 @@ class Keyfile(_ProfileText):
 
 
 def changed_keys(path: str, old: str | None, new: str) -> list[str]:
-    """The keys whose value differs between two versions of an ifcfg profile, in the new
-    version's order then the removed ones; [] for other files or text that does not parse."""
-    if old is None or not posixpath.basename(path).startswith("ifcfg-"):
+    """The keys whose value differs between two versions of a profile (``KEY`` for ifcfg,
+    ``group.key`` for a keyfile), in the new version's order, then the removed ones; [] for
+    other files or text that does not parse."""
+    if old is None:
         return []
     try:
-        before, after = Ifcfg.parse(path, old).values(), Ifcfg.parse(path, new).values()
+        if posixpath.basename(path).startswith("ifcfg-"):
+            before, after = Ifcfg.parse(path, old).values(), Ifcfg.parse(path, new).values()
+        elif path.endswith(".nmconnection"):
+            before, after = _flat(Keyfile.parse(path, old)), _flat(Keyfile.parse(path, new))
+        else:
+            return []
     except ProfileSyntaxError:
         return []
     differ = [key for key, value in after.items() if before.get(key) != value]
     return differ + [key for key in before if key not in after]
+
+
+def _flat(keyfile: Keyfile) -> dict[str, str]:
+    return {f"{g}.{k}": v for g, keys in keyfile.groups().items() for k, v in keys.items()}

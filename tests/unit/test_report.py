@@ -52,6 +52,14 @@ def test_an_operators_own_keys_and_comments_are_no_drift() -> None:
     assert drift.from_plan(plan(seed_spec(), state)) == drift.HostReport("alma1", "converged")
 
 
+def test_an_edited_vrf_keyfile_names_the_key() -> None:
+    state = converged_state()
+    keyfile = paths.keyfile("mgmt0")
+    edited = state.files[keyfile].text.replace("[vrf]\ntable=10", "[vrf]\ntable=11")
+    state = replace(state, files={**state.files, keyfile: FileState(keyfile, edited.encode())})
+    assert drift.differences(plan(seed_spec(), state))[0] == "mgmt0.nmconnection edited: vrf.table"
+
+
 def test_follow_up_reloads_are_not_differences() -> None:
     # The seed host runs NetworkManager: an edited profile plans `nmcli connection reload`,
     # which is a consequence of the edit, not a second difference.
