@@ -114,6 +114,13 @@ class NetworkManager:
     installed: bool = False
     version: str | None = None
     running: bool = False
+    # Settings plugins it loads (`plugins=` of its configuration); None: not read (a
+    # probe from before this field). The keyfile plugin is always loaded besides these.
+    plugins: tuple[str, ...] | None = None
+
+    @property
+    def reads_ifcfg(self) -> bool:
+        return self.plugins is None or "ifcfg-rh" in self.plugins
 
 
 @dataclass(frozen=True)

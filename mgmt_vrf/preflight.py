@@ -81,6 +81,16 @@ def host_problems(spec: HostSpec, state: HostState) -> list[str]:
             f"{where}: interfaces.{service.name}: the main-default interface does not exist on "
             f"the host (it has {have})"
         )
+    nm = state.network_manager
+    if nm.installed and spec.backend != "network-scripts" and not nm.reads_ifcfg:
+        plugins = ",".join(nm.plugins or ()) or "keyfile"
+        problems.append(
+            f"{where}: backend: NetworkManager here reads only keyfiles (plugins={plugins}, "
+            "as on AlmaLinux 10), and this release writes a VRF port's profile as an ifcfg "
+            "file, which it would never read: the port would lose its addresses and every run "
+            "would roll back. Nothing was changed on this host; leave it out of the run "
+            "(--limit) until keyfile port profiles are supported"
+        )
     if spec.backend == "networkmanager" and not state.network_manager.installed:
         problems.append(
             f"{where}: backend: 'networkmanager' is set but NetworkManager is not installed; "

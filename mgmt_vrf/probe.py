@@ -176,6 +176,12 @@ def _host_section() -> list[str]:
         '[ -n "$mv_nm" ] || { [ -x /usr/sbin/NetworkManager ] && mv_nm=/usr/sbin/NetworkManager; }',
         'if [ -n "$mv_nm" ]; then echo nm_installed=1; '
         'printf \'nm_version=%s\\n\' "$("$mv_nm" --version 2>/dev/null)"; '
+        # Its settings plugins as it would load them: `plugins=` as configured, or
+        # `# plugins=` (the build's default) when no file sets it. AlmaLinux 10's reads
+        # only keyfiles.
+        '"$mv_nm" --print-config 2>/dev/null | while IFS= read -r mv_l; do case "$mv_l" in '
+        "'plugins='*|'# plugins='*) printf 'nm_plugins=%s\\n' \"${mv_l#*plugins=}\"; break;; "
+        "esac; done; "
         "else echo nm_installed=0; fi",
         # Also a NetworkManager started outside systemd counts.
         'if [ "${2-}" = active ] || pidof NetworkManager >/dev/null 2>&1; '
@@ -776,6 +782,13 @@ def _parse_units(
     return units
 
 
+def _plugins(text: str | None) -> tuple[str, ...] | None:
+    """`ifcfg-rh,keyfile` -> ("ifcfg-rh", "keyfile"); None when the probe did not say."""
+    if text is None:
+        return None
+    return tuple(name.strip() for name in text.replace(";", ",").split(",") if name.strip())
+
+
 def _iproute2_version(text: str | None) -> str | None:
     if not text:
         return None
@@ -874,6 +887,7 @@ def parse_probe_output(lines: Iterable[str]) -> HostState:
         network_manager=NetworkManager(
             installed=host.get("nm_installed") == "1",
             version=nm_version,
+            plugins=_plugins(host.get("nm_plugins")),
             running=host.get("nm_running") == "1",
         ),
         systemd_running=host.get("systemd") == "1",

@@ -73,3 +73,17 @@ def test_boot_unit_still_running_is_refused() -> None:
     (problem,) = host_problems(seed_spec(), replace(converged_state(), unit_busy=True))
     assert "mgmt-vrf.service (our boot-time repair) is still running after 120 s" in problem
     assert "journalctl -u mgmt-vrf.service" in problem
+
+
+def test_networkmanager_reading_only_keyfiles_refuses_the_host() -> None:
+    nm = NetworkManager(installed=True, version="1.54.0", running=True, plugins=("keyfile",))
+    problems = host_problems(seed_spec(), clean_state(network_manager=nm))
+    assert problems == [
+        "host alma1: backend: NetworkManager here reads only keyfiles (plugins=keyfile, as on "
+        "AlmaLinux 10), and this release writes a VRF port's profile as an ifcfg file, which it "
+        "would never read: the port would lose its addresses and every run would roll back. "
+        "Nothing was changed on this host; leave it out of the run (--limit) until keyfile "
+        "port profiles are supported"
+    ]
+    both = NetworkManager(installed=True, plugins=("keyfile", "ifcfg-rh"))
+    assert host_problems(seed_spec(), clean_state(network_manager=both)) == []

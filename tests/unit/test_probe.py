@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from mgmt_vrf.commands import sh_quote
 from mgmt_vrf.hoststate import MAIN_TABLE, HostState, RouteEntry
 from mgmt_vrf.model import UNREACHABLE_METRIC
 from mgmt_vrf.probe import (
@@ -617,6 +618,7 @@ def test_host_section() -> None:
             "network_scripts=0",
             "nm_installed=1",
             "nm_version=1.40.0-1.el8",
+            "nm_plugins=ifcfg-rh, keyfile",
             "nm_running=1",
             "cgroup_fs=tmpfs",
             "cgroup_unified=0",
@@ -628,7 +630,32 @@ def test_host_section() -> None:
     assert state.systemd_running and state.unit_enabled and not state.network_scripts_installed
     assert state.network_manager.installed and state.network_manager.running
     assert state.network_manager.version == "1.40.0-1.el8"
+    assert state.network_manager.plugins == ("ifcfg-rh", "keyfile")
     assert state.cgroup == "v1"
+
+
+def test_plugins_not_read_by_an_older_probe_count_as_ifcfg_capable() -> None:
+    state = parse_probe_output(probe(("host", "nm_installed=1\nnm_version=1.42.4")))
+    assert state.network_manager.plugins is None and state.network_manager.reads_ifcfg
+
+
+def test_the_probe_reads_the_plugins_networkmanager_prints() -> None:
+    # `NetworkManager --print-config` of the lab's 1.42.4 with no plugins= set prints its
+    # build's default as a comment: "# plugins=ifcfg-rh".
+    command = probe_command()
+    snippet = command[command.index('"$mv_nm" --print-config') :].split("; else", 1)[0]
+    for printed, expected in (
+        ("[main]\n# plugins=ifcfg-rh\n# rc-manager=auto\n", "nm_plugins=ifcfg-rh\n"),
+        ("[main]\nplugins=keyfile\n[logging]\n", "nm_plugins=keyfile\n"),
+        ("[main]\n# rc-manager=auto\n", ""),
+    ):
+        fake = f"printf '%s' {sh_quote(printed)}"
+        r = subprocess.run(
+            ["sh", "-c", snippet.replace('"$mv_nm" --print-config', fake)],
+            capture_output=True,
+            text=True,
+        )
+        assert r.stdout == expected, (printed, r.stderr)
 
 
 @pytest.mark.parametrize(
