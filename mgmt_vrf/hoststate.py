@@ -104,6 +104,7 @@ class Profile:
     path: str
     device: str | None  # DEVICE= / interface-name=
     name: str | None = None  # NAME= / id=
+    uuid: str | None = None  # UUID= / uuid=
     vrf: str | None = None  # VRF= / master= with slave-type=vrf
     type: str | None = None  # TYPE= / type=
     table: int | None = None  # [vrf] table= of a VRF keyfile (ifcfg cannot describe a VRF)
@@ -117,6 +118,8 @@ class NetworkManager:
     # Settings plugins it loads (`plugins=` of its configuration); None: not read (a
     # probe from before this field). The keyfile plugin is always loaded besides these.
     plugins: tuple[str, ...] | None = None
+    # Port -> uuid of the profile it has active on that device (its run state).
+    active: dict[str, str] = field(default_factory=dict)
 
     @property
     def reads_ifcfg(self) -> bool:

@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from . import paths, render, services
 from .commands import Argv, to_shell
 from .hoststate import HostState
-from .model import HostSpec
-from .profile_text import Ifcfg
+from .model import HostSpec, Vrf
+from .port_profile import new_port_uuid, port_profile, second_profiles
+from .profile_text import Keyfile
 from .steps import (
     Step,
     after_teardown,
@@ -120,13 +121,39 @@ def resolve_backend(spec: HostSpec, state: HostState) -> str:
     return "networkmanager"
 
 
-def host_ifcfg(state: HostState | None, port: str) -> Ifcfg | None:
-    """The host's own ifcfg profile of a port, to edit in place; None if it has none.
-    Raises ProfileSyntaxError for a file we cannot read (preflight refuses the host)."""
-    if state is None:
-        return None
-    found = state.file(paths.ifcfg(port))
-    return Ifcfg.parse(found.path, found.text) if found.exists else None
+def _port_files(
+    spec: HostSpec,
+    backend: str,
+    state: HostState | None,
+    port: str,
+    vrf: Vrf | None,
+    why: str,
+) -> dict[str, tuple[str, str, str] | None]:
+    """The port's own profile, edited (see port_profile), and its ifcfg route files."""
+    iface = spec.interface(port)
+    if iface is None:
+        return {}
+    own = port_profile(state, port, backend)
+    current = own.parsed()
+    files: dict[str, tuple[str, str, str] | None] = {}
+    if isinstance(current, Keyfile) or (current is None and own.format == "keyfile"):
+        version = state.network_manager.version if state is not None else None
+        content = render.port_keyfile(
+            spec, iface, vrf, current, own.path, new_port_uuid(port), version
+        )
+        files[own.path] = (content, MODE_KEYFILE, why)
+        # Route files belong to an ifcfg profile; a keyfile carries its own routes.
+        files[paths.route4(port)] = files[paths.route6(port)] = None
+        return files
+    files[own.path] = (render.port_ifcfg(spec, iface, vrf, backend, current), MODE_CONFIG, why)
+    for family, path in ((4, paths.route4(port)), (6, paths.route6(port))):
+        lines = render.port_route_lines(spec, iface, vrf, family, backend) if vrf else []
+        files[path] = (
+            (render.route_file(lines), MODE_CONFIG, f"IPv{family} routes of {port}")
+            if lines
+            else None
+        )
+    return files
 
 
 def desired_files(
@@ -134,24 +161,17 @@ def desired_files(
 ) -> dict[str, tuple[str, str, str] | None]:
     """Path -> (content, mode, why) to write, or None to remove. Paths not listed are left alone.
 
-    With the host's ``state``, a port's profile is the host's own, edited: what the
-    operator set there (MTU, firewalld zone, DNS, ethtool options, comments) stays."""
+    With the host's ``state``, a port's profile is the host's own, edited in its own format:
+    what the operator set there (MTU, firewalld zone, DNS, ethtool options, comments) stays."""
     files: dict[str, tuple[str, str, str] | None] = {}
     present = spec.present_vrfs
     ports_in_use = {p for vrf in present for p in vrf.ports}
     for vrf in spec.absent_vrfs:
         files[paths.keyfile(vrf.name)] = None
         for port in vrf.ports:
-            iface = spec.interface(port)
-            if port in ports_in_use or iface is None:
-                continue
-            files[paths.ifcfg(port)] = (
-                render.port_ifcfg(spec, iface, None, backend, host_ifcfg(state, port)),
-                MODE_CONFIG,
-                f"{port} leaves VRF {vrf.name}: plain profile",
-            )
-            files[paths.route4(port)] = None
-            files[paths.route6(port)] = None
+            if port not in ports_in_use:
+                why = f"{port} leaves VRF {vrf.name}: plain profile"
+                files.update(_port_files(spec, backend, state, port, None, why))
     for vrf in present:
         if backend == "networkmanager":
             files[paths.keyfile(vrf.name)] = (
@@ -162,21 +182,8 @@ def desired_files(
         else:
             files[paths.keyfile(vrf.name)] = None
         for port in vrf.ports:
-            iface = spec.interface(port)
-            if iface is None:
-                continue
-            files[paths.ifcfg(port)] = (
-                render.port_ifcfg(spec, iface, vrf, backend, host_ifcfg(state, port)),
-                MODE_CONFIG,
-                f"the one profile of {port}, port of VRF {vrf.name}",
-            )
-            for family, path in ((4, paths.route4(port)), (6, paths.route6(port))):
-                lines = render.port_route_lines(spec, iface, vrf, family, backend)
-                files[path] = (
-                    (render.route_file(lines), MODE_CONFIG, f"IPv{family} routes of {port}")
-                    if lines
-                    else None
-                )
+            why = f"the one profile of {port}, port of VRF {vrf.name}"
+            files.update(_port_files(spec, backend, state, port, vrf, why))
     if present:
         files[paths.SYSCTL_DROPIN] = (
             render.sysctl_dropin(spec),
@@ -200,19 +207,19 @@ def desired_files(
     return files
 
 
-def _conflicting_profiles(spec: HostSpec, state: HostState) -> list[tuple[str, str]]:
+def _conflicting_profiles(spec: HostSpec, state: HostState, backend: str) -> list[tuple[str, str]]:
     """Other profiles for a device we own: NetworkManager activates one profile per device and
     picks unpredictably (the blog's ifcfg-vrf.eth2 beside ifcfg-eth2). Returns (path, device)."""
-    owned: dict[str, str] = {}
-    for vrf in spec.present_vrfs:
-        owned[vrf.name] = paths.keyfile(vrf.name)
-        for port in vrf.ports:
-            owned[port] = paths.ifcfg(port)
     found = []
-    for profile in state.profiles:
-        if profile.device in owned and profile.path != owned[profile.device]:
-            found.append((profile.path, profile.device))
-    return sorted(found)
+    for vrf in spec.present_vrfs:
+        own = paths.keyfile(vrf.name)
+        found += [
+            (p.path, vrf.name) for p in state.profiles if p.device == vrf.name and p.path != own
+        ]
+        for port in vrf.ports:
+            own = port_profile(state, port, backend).path
+            found += [(p.path, port) for p in second_profiles(state, port, backend, own)]
+    return sorted(set(found))
 
 
 def _companions(profile_path: str) -> list[str]:
@@ -254,7 +261,7 @@ def _file_changes(
             profiles_changed = True
         if path in (paths.UNIT, paths.CONVERGE_SCRIPT) or paths.dropin_unit(path):
             units_changed = True
-    for path, device in _conflicting_profiles(spec, state):
+    for path, device in _conflicting_profiles(spec, state, backend):
         known = state.file(path)
         changes.append(
             RemoveFile(
@@ -315,24 +322,25 @@ def _step_changes(steps: list[Step], state: HostState, guarded: bool = False) ->
     return changes
 
 
-_ACTIVATE: Argv = ("nmcli", "--wait", "90", "connection", "up", "id")
+@dataclass(frozen=True)
+class Activate(RunCommand):
+    """`nmcli connection up` of a port's own profile."""
+
+    port: str = ""
 
 
 def activated_ports(plan: Plan) -> list[str]:
     """The ports whose profiles the plan has NetworkManager activate."""
-    return [
-        c.argv[-1]
-        for c in plan.changes
-        if isinstance(c, RunCommand) and c.argv[: len(_ACTIVATE)] == _ACTIVATE
-    ]
+    return [c.port for c in plan.changes if isinstance(c, Activate)]
 
 
-def activations(spec: HostSpec) -> list[Change]:
+def activations(spec: HostSpec, state: HostState, backend: str) -> list[Change]:
     """A running NetworkManager applies the new profiles itself: bringing a port's profile up
     brings its VRF's profile up first, and a port leaving an absent VRF comes up on its plain
     profile while NetworkManager deletes the VRF whose profile went. Otherwise it would keep
     the old profile active on the port until the next boot, and its own reaction to the
-    reload (autoconnecting a new VRF, deleting a removed one) would race with our commands."""
+    reload (autoconnecting a new VRF, deleting a removed one) would race with our commands.
+    Each port's profile is named by its uuid where it has one: an id may be shared."""
     changes: list[Change] = []
     seen: set[str] = set()
     for vrf in (*spec.present_vrfs, *spec.absent_vrfs):
@@ -341,9 +349,9 @@ def activations(spec: HostSpec) -> list[Change]:
                 continue  # a renamed VRF's port: its profile is the new VRF's
             seen.add(port)
             role = f"a port of {vrf.name}" if vrf.state == "present" else "a plain profile"
-            changes.append(
-                RunCommand((*_ACTIVATE, port), f"NetworkManager activates {port} as {role}")
-            )
+            kind, value = port_profile(state, port, backend).handle
+            argv = ("nmcli", "--wait", "90", "connection", "up", kind, value)
+            changes.append(Activate(argv, f"NetworkManager activates {port} as {role}", port=port))
     return changes
 
 
@@ -380,7 +388,7 @@ def plan(spec: HostSpec, state: HostState) -> Plan:
         and any(not step.holds(at) for steps, at in runtime_steps for step in steps)
     )
     if nm_applies:
-        changes += activations(spec)
+        changes += activations(spec, state, backend)
     for steps, at in runtime_steps[:2]:
         changes += _step_changes(steps, at, nm_applies)
     # Services move once their VRFs are in place (sshd too: this whole run is under the

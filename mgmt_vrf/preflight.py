@@ -10,7 +10,8 @@ from __future__ import annotations
 from .hoststate import HostState
 from .model import HostSpec
 from .paths import UNIT_NAME
-from .plan import host_ifcfg
+from .plan import resolve_backend
+from .port_profile import port_profile
 from .probe import BOOT_UNIT_WAIT
 from .profile_text import ProfileSyntaxError
 from .services import unit_problems
@@ -81,16 +82,6 @@ def host_problems(spec: HostSpec, state: HostState) -> list[str]:
             f"{where}: interfaces.{service.name}: the main-default interface does not exist on "
             f"the host (it has {have})"
         )
-    nm = state.network_manager
-    if nm.installed and spec.backend != "network-scripts" and not nm.reads_ifcfg:
-        plugins = ",".join(nm.plugins or ()) or "keyfile"
-        problems.append(
-            f"{where}: backend: NetworkManager here reads only keyfiles (plugins={plugins}, "
-            "as on AlmaLinux 10), and this release writes a VRF port's profile as an ifcfg "
-            "file, which it would never read: the port would lose its addresses and every run "
-            "would roll back. Nothing was changed on this host; leave it out of the run "
-            "(--limit) until keyfile port profiles are supported"
-        )
     if spec.backend == "networkmanager" and not state.network_manager.installed:
         problems.append(
             f"{where}: backend: 'networkmanager' is set but NetworkManager is not installed; "
@@ -101,10 +92,11 @@ def host_problems(spec: HostSpec, state: HostState) -> list[str]:
             f"{where}: backend: 'network-scripts' is set but the legacy network-scripts package "
             "is not installed; use backend = 'networkmanager' or 'auto'"
         )
+    backend = resolve_backend(spec, state)
     for vrf in spec.vrfs:
         for port in vrf.ports:
             try:
-                host_ifcfg(state, port)
+                port_profile(state, port, backend).parsed()
             except ProfileSyntaxError as e:
                 problems.append(
                     f"{where}: vrfs.{vrf.name}.ports: {port}'s profile cannot be edited "

@@ -108,11 +108,12 @@ _TABLE_NUMBER_NAMES = {number: name for name, number in TABLE_NAMES.items()}
 # Routes the kernel derives from addresses; they say nothing about what we configure.
 _DERIVED_ROUTE_TYPES = frozenset({"local", "broadcast", "anycast", "multicast"})
 
-_IFCFG_KEYS = ("DEVICE", "NAME", "VRF", "TYPE")
+_IFCFG_KEYS = ("DEVICE", "NAME", "VRF", "TYPE", "UUID")
 # Only these keyfile keys leave the host: keyfiles hold secrets (psk, passwords, vpn-secrets).
 _KEYFILE_KEYS = {
     "connection": (
         "id",
+        "uuid",
         "type",
         "interface-name",
         "master",
@@ -248,6 +249,55 @@ def _file_sections(paths: Sequence[str]) -> list[str]:
             f"else {_marker('nofile', path)}; fi"
         )
     return out
+
+
+NM_DEVICE_STATE_DIR = "/run/NetworkManager/devices"
+
+
+def _regex(text: str) -> str:
+    """``text`` matched literally in an extended regular expression."""
+    return re.sub(r"([][.\\()*+?{}|^$])", r"\\\1", text)
+
+
+def _port_profile_sections(ports: Sequence[str], skip: Sequence[str] = ()) -> list[str]:
+    """Per port, the uuid of the profile NetworkManager has active on it (its own run state,
+    /run/NetworkManager/devices/IFINDEX), as `PORT UUID` lines; then the whole of every
+    keyfile that names a port (interface-name) or is active on one: the deploy edits a
+    port's own keyfile in place. Such a file may hold secrets (802.1x); every diff masks them.
+    """
+    if not ports:
+        return []
+    names = "|".join(_regex(p) for p in ports)
+    pattern = f"^[[:space:]]*interface-name[[:space:]]*=[[:space:]]*({names})[[:space:]]*$"
+    skip_case = "|".join(sh_quote(p) for p in skip) or "''"
+    file_marker = f"'\\n{MARKER} file %s\\n'"
+    state = f'{sh_quote(NM_DEVICE_STATE_DIR)}/"$mv_i"'
+    out = [_marker("nm-active"), f"mv_p={sh_quote(pattern)}"]
+    for port in ports:
+        q = sh_quote(port)
+        ifindex = f"/sys/class/net/{q}/ifindex"
+        out.append(
+            f"mv_i=; [ -r {ifindex} ] && read -r mv_i < {ifindex}; "
+            f'[ -n "$mv_i" ] && [ -r {state} ] && '
+            'while IFS= read -r mv_l || [ -n "$mv_l" ]; do case "$mv_l" in '
+            # Only a uuid's own characters reach the pattern.
+            "connection-uuid=*[!0-9a-fA-F-]*) ;; "
+            "connection-uuid=?*) mv_l=${mv_l#connection-uuid=}; "
+            f"printf '%s %s\\n' {q} \"$mv_l\"; "
+            'mv_p="$mv_p|^[[:space:]]*uuid[[:space:]]*=[[:space:]]*$mv_l[[:space:]]*\\$";; '
+            f"esac; done < {state}"
+        )
+    return [
+        *out,
+        "set --",
+        f"for mv_f in {sh_quote(SYSTEM_CONNECTIONS)}/*.nmconnection; do "
+        '[ -f "$mv_f" ] || continue; '
+        f'case "$mv_f" in {skip_case}) continue;; esac; set -- "$@" "$mv_f"; done',
+        # One path per line: installers name keyfiles "Wired connection 1.nmconnection".
+        '[ "$#" -eq 0 ] || grep -l -E -e "$mv_p" -- "$@" 2>/dev/null | '
+        "while IFS= read -r mv_f; do "
+        f'printf {file_marker} "$mv_f"; base64 < "$mv_f" 2>/dev/null; done',
+    ]
 
 
 def _profile_sections(skip: Sequence[str] = ()) -> list[str]:
@@ -388,6 +438,7 @@ def probe_command(
             *_sysctl_section(ports),
             *_file_sections(paths),
             *_profile_sections(skip=paths),
+            *_port_profile_sections(ports, skip=paths),
             *_unit_sections(list(dict.fromkeys(units))),
         ],
         before=_wait_for_boot_unit(),
@@ -692,6 +743,7 @@ def _parse_profile(section: _Section) -> Profile:
             path=path,
             device=values.get("connection.interface-name") or None,
             name=values.get("connection.id") or None,
+            uuid=values.get("connection.uuid") or None,
             vrf=master if slave_type == "vrf" and master else None,
             type=values.get("connection.type") or None,
             table=_to_int(values.get("vrf.table")),
@@ -700,6 +752,7 @@ def _parse_profile(section: _Section) -> Profile:
         path=path,
         device=_unquote(values["DEVICE"]) or None if "DEVICE" in values else None,
         name=_unquote(values["NAME"]) or None if "NAME" in values else None,
+        uuid=_unquote(values["UUID"]) or None if "UUID" in values else None,
         vrf=_unquote(values["VRF"]) or None if "VRF" in values else None,
         type=_unquote(values["TYPE"]) or None if "TYPE" in values else None,
     )
@@ -869,6 +922,13 @@ def parse_probe_output(lines: Iterable[str]) -> HostState:
     }
     units = _parse_units(parser, _first(by_name, "units"), unit_files)
 
+    nm_active: dict[str, str] = {}
+    for section in by_name.get("nm-active", ()):
+        for line in section.lines:
+            port, _, uuid = line.strip().partition(" ")
+            if port and uuid:
+                nm_active.setdefault(port, uuid)
+
     host: dict[str, str] = {}
     for section in by_name.get("host", ()):
         for line in section.lines:
@@ -889,6 +949,7 @@ def parse_probe_output(lines: Iterable[str]) -> HostState:
             version=nm_version,
             plugins=_plugins(host.get("nm_plugins")),
             running=host.get("nm_running") == "1",
+            active=nm_active,
         ),
         systemd_running=host.get("systemd") == "1",
         unit_enabled=host.get("unit_enabled") == "1",

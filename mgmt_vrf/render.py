@@ -12,7 +12,7 @@ import jinja2
 from . import paths
 from .commands import sh_quote
 from .model import UNREACHABLE_METRIC, HostSpec, Interface, Vrf, needs_dev
-from .profile_text import Ifcfg
+from .profile_text import Ifcfg, Keyfile
 from .steps import l3mdev_sysctls, port_sysctls, present_steps, sysctl_slash_key
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "files"
@@ -24,6 +24,11 @@ PORT_HEADER = (
     "Managed by mgmt-vrf (pyinfra): each deploy sets the VRF port's own keys here (VRF, "
     "addresses, gateways, DEFROUTE); every other key and comment is kept. Earlier versions are "
     f"kept in {paths.BACKUP_DIR}."
+)
+PORT_KEYFILE_HEADER = (
+    "Managed by mgmt-vrf (pyinfra): each deploy sets the VRF port's own keys here (controller, "
+    "interface-name, method, addresses, gateways, routes, never-default); every other key and "
+    f"comment is kept. Earlier versions are kept in {paths.BACKUP_DIR}."
 )
 # Stable per VRF name, so re-rendering never changes the file and NetworkManager keeps the
 # same connection across deploys.
@@ -45,13 +50,34 @@ def _render(template: str, **values: object) -> str:
     return _env.get_template(template).render(header=HEADER, **values)
 
 
+def stable_uuid(what: str) -> str:
+    return str(uuid.uuid5(_UUID_NAMESPACE, what))
+
+
 def vrf_keyfile(vrf: Vrf) -> str:
     return _render(
         "vrf.nmconnection.j2",
         vrf=vrf,
-        uuid=uuid.uuid5(_UUID_NAMESPACE, f"vrf:{vrf.name}"),
+        uuid=stable_uuid(f"vrf:{vrf.name}"),
         unreachable_metric=UNREACHABLE_METRIC,
     )
+
+
+def port_gateways(
+    spec: HostSpec, iface: Interface, vrf: Vrf | None, backend: str
+) -> tuple[str | None, str | None]:
+    """The VRF's IPv4 and IPv6 gateways that a port's profile carries: those reached through
+    this port. With NetworkManager the gateways go in the profile (NetworkManager puts them
+    in the VRF's table); initscripts would put them in the main table, so for them the
+    defaults live in the route files with an explicit table."""
+    if vrf is None or backend != "networkmanager":
+        return None, None
+
+    def through_this_port(gateway: IPv4Address | IPv6Address | None) -> str | None:
+        port = spec.nexthop_port(vrf, gateway) if gateway is not None else None
+        return str(gateway) if port is not None and port.name == iface.name else None
+
+    return through_this_port(vrf.gateway4), through_this_port(vrf.gateway6)
 
 
 # Keys of a port's ifcfg profile that the fleet file decides, in the order a new profile
@@ -60,20 +86,9 @@ def vrf_keyfile(vrf: Vrf) -> str:
 def port_ifcfg_keys(
     spec: HostSpec, iface: Interface, vrf: Vrf | None, backend: str
 ) -> list[tuple[str, str | None]]:
-    """With NetworkManager the port's gateways go in the profile (NetworkManager puts them
-    in the VRF's table); initscripts would put them in the main table, so for them the
-    defaults live in the route files with an explicit table."""
-    with_gateway = vrf is not None and backend == "networkmanager"
-
-    def through_this_port(gateway: IPv4Address | IPv6Address | None) -> str | None:
-        if not with_gateway or vrf is None or gateway is None:
-            return None
-        port = spec.nexthop_port(vrf, gateway)
-        return str(gateway) if port is not None and port.name == iface.name else None
-
+    """The ifcfg keys we own, in a new profile's order (None: the key goes)."""
     v4, v6 = iface.ipv4, iface.ipv6
-    gateway4 = through_this_port(vrf.gateway4) if vrf else None
-    gateway6 = through_this_port(vrf.gateway6) if vrf else None
+    gateway4, gateway6 = port_gateways(spec, iface, vrf, backend)
     return [
         ("DEVICE", iface.name),
         ("ONBOOT", "yes"),
@@ -162,10 +177,11 @@ def _new_ifcfg_keys(iface: Interface, keys: list[tuple[str, str | None]]) -> lis
     return [(key, value) for key, value in out if value is not None]
 
 
-def port_route_lines(
+def port_routes(
     spec: HostSpec, iface: Interface, vrf: Vrf, family: int, backend: str
-) -> list[str]:
-    """Line-form routes of one port: those whose next hop is reached through it."""
+) -> list[tuple[str, IPv4Address | IPv6Address]]:
+    """(to, via) of the routes a port's profile carries: those whose next hop is reached
+    through it (and, for initscripts, the default; see port_gateways)."""
     if (iface.ipv4 if family == 4 else iface.ipv6) is None:
         return []
     hops: list[tuple[str, IPv4Address | IPv6Address]] = []
@@ -173,14 +189,114 @@ def port_route_lines(
     if backend != "networkmanager" and gateway is not None:
         hops.append(("default", gateway))
     hops += [(str(route.to), route.via) for route in vrf.routes if route.family == family]
+    return [
+        (to, via)
+        for to, via in hops
+        if (port := spec.nexthop_port(vrf, via)) is not None and port.name == iface.name
+    ]
+
+
+def port_route_lines(
+    spec: HostSpec, iface: Interface, vrf: Vrf, family: int, backend: str
+) -> list[str]:
+    """Line-form routes of one port, as route-PORT files hold them."""
     lines = []
-    for to, via in hops:
-        port = spec.nexthop_port(vrf, via)
-        if port is None or port.name != iface.name:
-            continue
+    for to, via in port_routes(spec, iface, vrf, family, backend):
         dev = f" dev {iface.name}" if needs_dev(via) else ""
         lines.append(f"{to} via {via}{dev} table {vrf.table}")
     return lines
+
+
+# NetworkManager 1.46 renamed the keys of a port's controller; both are read by every
+# release since, and a keyfile keeps the spelling it has.
+_CONTROLLER_KEYS = {"old": ("master", "slave-type"), "new": ("controller", "port-type")}
+# Keys of a keyfile's [ipv4]/[ipv6] that carry addresses, gateways and routes: the fleet
+# file's win, so the profile's own go (as the ifcfg editor drops IPADDR1=, GATEWAY1=, ...).
+_KEYFILE_IP_KEYS = re.compile(r"(address|addresses|route|routes)[0-9]*(_options)?|gateway")
+
+
+def _controller_spelling(current: Keyfile | None, nm_version: str | None) -> str:
+    if current is not None:
+        keys = current.groups().get("connection", {})
+        if "controller" in keys or "port-type" in keys:
+            return "new"
+        if "master" in keys or "slave-type" in keys:
+            return "old"
+    parts = (nm_version or "").split(".")
+    try:
+        major, minor = int(parts[0]), int(parts[1])
+    except (IndexError, ValueError):
+        return "old"  # read by every release
+    return "new" if (major, minor) >= (1, 46) else "old"
+
+
+def port_keyfile(
+    spec: HostSpec,
+    iface: Interface,
+    vrf: Vrf | None,
+    current: Keyfile | None,
+    path: str,
+    new_uuid: str,
+    nm_version: str | None = None,
+) -> str:
+    """The port's keyfile: the host's own (``current``) with our keys set, or a new one.
+
+    Ours: the controller keys, interface-name, autoconnect (only ever removed, when false:
+    a VRF port must come up at boot), and per family the method, addresses, gateway,
+    never-default and routes. Everything else (mtu, zone, dns, ethtool, 802.1x, comments,
+    the uuid and id) is the operator's and stays as it is."""
+    rendered = _env.get_template("port.nmconnection.j2").render(
+        header=PORT_KEYFILE_HEADER, iface=iface, vrf=vrf, new=current is None, uuid=new_uuid
+    )
+    header, role, *skeleton = rendered.splitlines(keepends=True)
+    if current is None:
+        edited = Keyfile.parse(path, "".join(skeleton))
+    else:
+        lines = current.text().split("\n")
+        ours = []
+        while lines and lines[0].startswith(_OUR_COMMENTS):
+            ours.append(lines.pop(0) + "\n")
+        edited = Keyfile.parse(path, "\n".join(lines))
+        # As in port_ifcfg: a header of ours already there stays as it is.
+        if ours and ours[0].startswith(_OUR_COMMENTS[0]):
+            header = ours[0]
+    spelling = _controller_spelling(current, nm_version)
+    for kind, (controller, port_type) in _CONTROLLER_KEYS.items():
+        if vrf is not None and kind == spelling:
+            edited.set("connection", controller, vrf.name)
+            edited.set("connection", port_type, "vrf")
+        else:
+            edited.remove("connection", controller)
+            edited.remove("connection", port_type)
+    edited.set("connection", "interface-name", iface.name)
+    if edited.get("connection", "autoconnect") not in (None, "true", "yes", "1"):
+        edited.remove("connection", "autoconnect")
+    gateways = dict(zip((4, 6), port_gateways(spec, iface, vrf, "networkmanager"), strict=True))
+    for family, address in ((4, iface.ipv4), (6, iface.ipv6)):
+        group = f"ipv{family}"
+        for key in list(edited.groups().get(group, {})):
+            if _KEYFILE_IP_KEYS.fullmatch(key):
+                edited.remove(group, key)
+        if address is None:
+            edited.set(group, "method", "disabled" if family == 4 else "ignore")
+            edited.remove(group, "never-default")
+            continue
+        gateway = gateways[family]
+        edited.set(group, "method", "manual")
+        edited.set(group, "address1", f"{address}" + (f",{gateway}" if gateway else ""))
+        if gateway:
+            edited.remove(group, "never-default")
+        else:
+            edited.set(group, "never-default", "true")
+        routes = port_routes(spec, iface, vrf, family, "networkmanager") if vrf else []
+        for n, (to, via) in enumerate(routes, 1):
+            network = "0.0.0.0/0" if to == "default" and family == 4 else to
+            network = "::/0" if network == "default" else network
+            edited.set(group, f"route{n}", f"{network},{via}")
+            edited.set(group, f"route{n}_options", f"table={vrf.table}" if vrf else "")
+    if vrf is None:
+        return edited.text()
+    return header + role + edited.text()
 
 
 def route_file(lines: list[str]) -> str:

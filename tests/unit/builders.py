@@ -23,6 +23,7 @@ from mgmt_vrf.hoststate import (
 )
 from mgmt_vrf.model import UNREACHABLE_METRIC, HostSpec, Interface, Route, Ssh, Vrf
 from mgmt_vrf.plan import Plan, RunCommand, WriteFile, desired_files
+from mgmt_vrf.port_profile import new_port_uuid, port_profile
 
 SERVICE_GW4, SERVICE_GW6 = "198.51.100.1", "2001:db8:100::1"
 MGMT_GW4, MGMT_GW6 = "203.0.113.1", "2001:db8:1::1"
@@ -110,6 +111,16 @@ def clean_state(**changes: object) -> HostState:
 BLOG_VRF_PROFILE = paths.ifcfg("vrf.eth2")
 
 
+def keyfile_of(port: str) -> str:
+    """Where a new profile of a port goes on a NetworkManager host: a keyfile."""
+    return f"{paths.SYSTEM_CONNECTIONS}/{port}.nmconnection"
+
+
+def up_new(port: str) -> str:
+    """The activation of a port's new profile: by the uuid we gave it."""
+    return f"nmcli --wait 90 connection up uuid {new_port_uuid(port)}"
+
+
 def broken_state() -> HostState:
     """The blog after reboot: two profiles for eth2, its defaults in the main table, no VRF."""
     state = clean_state()
@@ -140,12 +151,28 @@ def broken_state() -> HostState:
     )
 
 
-def converged_state(spec: HostSpec | None = None, backend: str = "networkmanager") -> HostState:
+# An AlmaLinux 8 host's own profile of eth2, as the lab's hosts carry it.
+INSTALLER_IFCFG = "TYPE=Ethernet\nBOOTPROTO=none\nNAME=eth2\nDEVICE=eth2\nONBOOT=yes\n"
+
+
+def converged_state(
+    spec: HostSpec | None = None, backend: str = "networkmanager", ifcfg: bool = False
+) -> HostState:
+    """The host after a deploy; with ``ifcfg``, of a host whose eth2 had an ifcfg profile
+    (AlmaLinux 8), else of one where the deploy wrote a new profile."""
     spec = spec or seed_spec()
     vrf = spec.vrfs[0]
+    before = None
+    if ifcfg:
+        path = paths.ifcfg("eth2")
+        before = clean_state(
+            profiles=(Profile(path, "eth2", "eth2"),),
+            files={path: FileState(path, INSTALLER_IFCFG.encode())},
+        )
+    own = port_profile(before, "eth2", backend)
     files = {
         path: FileState(path, desired[0].encode())
-        for path, desired in desired_files(spec, backend).items()
+        for path, desired in desired_files(spec, backend, before).items()
         if desired is not None
     }
     state = clean_state()
@@ -175,7 +202,15 @@ def converged_state(spec: HostSpec | None = None, backend: str = "networkmanager
             "net.ipv6.conf.eth2.keep_addr_on_down": "1",
         },
         files=files,
-        profiles=(Profile(paths.ifcfg("eth2"), "eth2", "eth2", vrf=vrf.name),),
+        profiles=(
+            Profile(
+                own.path,
+                "eth2",
+                "eth2",
+                uuid=own.handle[1] if own.handle[0] == "uuid" else None,
+                vrf=vrf.name,
+            ),
+        ),
         unit_enabled=True,
     )
 

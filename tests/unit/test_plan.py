@@ -24,8 +24,10 @@ from .builders import (
     broken_state,
     clean_state,
     converged_state,
+    keyfile_of,
     seed_spec,
     summary,
+    up_new,
     with_route,
 )
 
@@ -53,7 +55,7 @@ def test_clean_host_full_plan_in_safe_order() -> None:
         "sysctl -q -w net.ipv4.udp_l3mdev_accept=1",
         "sysctl -q -w net/ipv6/conf/eth2/keep_addr_on_down=1",
         f"write {paths.keyfile('mgmt0')}",
-        f"write {paths.ifcfg('eth2')}",
+        f"write {keyfile_of('eth2')}",
         f"write {paths.SYSCTL_DROPIN}",
         f"write {paths.CONVERGE_SCRIPT}",
         f"write {paths.UNIT}",
@@ -64,7 +66,7 @@ def test_clean_host_full_plan_in_safe_order() -> None:
         f"ln -sfn {paths.UNIT} {paths.UNIT_WANTS_LINK}",
         # NetworkManager runs there: it brings the port up (and its VRF with it); each of
         # our own commands then runs only if its check still fails on the host.
-        "nmcli --wait 90 connection up id eth2",
+        up_new("eth2"),
         "ip -4 rule add pref 1000 l3mdev protocol kernel",
         "ip -6 rule add pref 1000 l3mdev protocol kernel",
         "ip link add dev mgmt0 type vrf table 10",
@@ -93,8 +95,8 @@ def test_without_networkmanager_running_our_commands_make_the_change_unguarded()
 
 def test_running_networkmanager_with_only_an_edited_profile_is_not_asked_to_reactivate() -> None:
     state = converged_state()
-    path = paths.ifcfg("eth2")
-    edited = state.files[path].text.replace("IPV6_AUTOCONF=no", "IPV6_AUTOCONF=yes")
+    path = keyfile_of("eth2")
+    edited = state.files[path].text.replace("method=manual", "method=auto", 1)
     state = replace(state, files={**state.files, path: FileState(path, edited.encode())})
     assert commands(plan(seed_spec(), state)) == ["nmcli connection reload"]
 
@@ -106,7 +108,7 @@ def test_two_vrfs_from_a_clean_host() -> None:
     steps = summary(plan(spec, clean_state()))
     for vrf, table, port in (("mgmt0", 10, "eth2"), ("acc0", 20, "eth1")):
         assert f"write {paths.keyfile(vrf)}" in steps
-        assert f"write {paths.ifcfg(port)}" in steps
+        assert f"write {keyfile_of(port)}" in steps
         assert f"sysctl -q -w net/ipv6/conf/{port}/keep_addr_on_down=1" in steps
         add = steps.index(f"ip link add dev {vrf} type vrf table {table}")
         assert add < steps.index(f"ip link set dev {port} master {vrf}")
@@ -313,7 +315,7 @@ def test_absent_vrf_is_torn_down_and_its_files_removed() -> None:
     steps = summary(result)
     assert steps == [
         f"remove {paths.keyfile('mgmt0')}",
-        f"write {paths.ifcfg('eth2')}",
+        f"write {keyfile_of('eth2')}",
         f"remove {paths.SYSCTL_DROPIN}",
         f"remove {paths.CONVERGE_SCRIPT}",
         f"remove {paths.UNIT}",
@@ -323,11 +325,12 @@ def test_absent_vrf_is_torn_down_and_its_files_removed() -> None:
         f"rm -f {paths.UNIT_WANTS_LINK}",
         # NetworkManager runs: the port comes up on its plain profile, NetworkManager deletes
         # the VRF whose profile went, and each teardown command checks the host first.
-        "nmcli --wait 90 connection up id eth2",
+        up_new("eth2"),
         *TEARDOWN_MGMT0,
     ]
-    ifcfg = next(c for c in result.changes if isinstance(c, WriteFile))
-    assert "VRF=" not in ifcfg.content and "GATEWAY" not in ifcfg.content
+    plain = next(c for c in result.changes if isinstance(c, WriteFile))
+    assert "master=" not in plain.content and "slave-type" not in plain.content
+    assert f"address1={ETH2_V4}\n" in plain.content and "never-default=true" in plain.content
     teardown = [c for c in result.changes if isinstance(c, RunCommand) and c.argv[0] == "ip"]
     assert all(c.unless and c.unless != "true" for c in teardown)
 
@@ -336,9 +339,9 @@ def test_absent_vrf_already_gone_is_converged() -> None:
     spec = seed_spec()
     spec = replace(spec, vrfs=(replace(spec.vrfs[0], state="absent"),))
     first = plan(spec, converged_state())
-    plain_ifcfg = next(c for c in first.changes if isinstance(c, WriteFile))
+    plain = next(c for c in first.changes if isinstance(c, WriteFile))
     state = clean_state(
-        files={paths.ifcfg("eth2"): FileState(paths.ifcfg("eth2"), plain_ifcfg.content.encode())},
+        files={plain.path: FileState(plain.path, plain.content.encode())},
         sysctls={},
     )
     assert plan(spec, state).converged, summary(plan(spec, state))
@@ -364,9 +367,11 @@ def test_networkmanager_profile_carries_the_gateways() -> None:
         for c in plan(seed_spec(), clean_state()).changes
         if isinstance(c, WriteFile)
     }
-    ifcfg = written[paths.ifcfg("eth2")]
-    assert f"GATEWAY={MGMT_GW4}\n" in ifcfg and f"IPV6_DEFAULTGW={MGMT_GW6}\n" in ifcfg
-    assert "VRF=mgmt0\n" in ifcfg
+    keyfile = written[keyfile_of("eth2")]
+    assert f"address1={ETH2_V4},{MGMT_GW4}\n" in keyfile
+    assert f"address1={ETH2_V6},{MGMT_GW6}\n" in keyfile
+    # NetworkManager 1.40 writes these spellings; 1.46 and later controller= and port-type=.
+    assert "master=mgmt0\nslave-type=vrf\n" in keyfile
     assert paths.route4("eth2") not in written
 
 
@@ -374,7 +379,9 @@ def test_static_route_lands_in_the_route_file_and_the_table() -> None:
     spec = with_route(seed_spec(), "192.0.2.128/25", "203.0.113.254")
     result = plan(spec, clean_state())
     written = {c.path: c.content for c in result.changes if isinstance(c, WriteFile)}
-    assert "192.0.2.128/25 via 203.0.113.254 table 10\n" in written[paths.route4("eth2")]
+    keyfile = written[keyfile_of("eth2")]
+    assert "route1=192.0.2.128/25,203.0.113.254\nroute1_options=table=10\n" in keyfile
+    assert paths.route4("eth2") not in written
     assert "ip -4 route replace 192.0.2.128/25 via 203.0.113.254 table 10" in commands(result)
 
 

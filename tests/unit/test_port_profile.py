@@ -124,7 +124,7 @@ OLD_HEADER = (
 
 
 def test_a_profile_from_an_older_release_is_not_rewritten_for_its_header() -> None:
-    fresh = written(clean_state())
+    fresh = written(with_profile(clean_state(), OPERATOR_PROFILE))
     assert fresh is not None
     older = OLD_HEADER + fresh.split("\n", 1)[1]
     assert written(with_profile(clean_state(), older)) is None

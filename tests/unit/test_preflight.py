@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from mgmt_vrf.hoststate import HostState, Link, NetworkManager
+from mgmt_vrf import paths
+from mgmt_vrf.hoststate import FileState, HostState, Link, NetworkManager, Profile
 from mgmt_vrf.model import Vrf
+from mgmt_vrf.plan import RemoveFile, WriteFile, plan
 from mgmt_vrf.preflight import host_problems
 
 from .builders import clean_state, converged_state, seed_spec
@@ -75,15 +77,32 @@ def test_boot_unit_still_running_is_refused() -> None:
     assert "journalctl -u mgmt-vrf.service" in problem
 
 
-def test_networkmanager_reading_only_keyfiles_refuses_the_host() -> None:
+def test_networkmanager_reading_only_keyfiles_gets_a_keyfile_and_its_ifcfg_is_not_trusted() -> None:
+    # AlmaLinux 10: no ifcfg-rh plugin. An ifcfg file there is never read, so it is neither
+    # the port's profile nor a second one; the port's profile is a keyfile.
     nm = NetworkManager(installed=True, version="1.54.0", running=True, plugins=("keyfile",))
-    problems = host_problems(seed_spec(), clean_state(network_manager=nm))
-    assert problems == [
-        "host alma1: backend: NetworkManager here reads only keyfiles (plugins=keyfile, as on "
-        "AlmaLinux 10), and this release writes a VRF port's profile as an ifcfg file, which it "
-        "would never read: the port would lose its addresses and every run would roll back. "
-        "Nothing was changed on this host; leave it out of the run (--limit) until keyfile "
-        "port profiles are supported"
-    ]
-    both = NetworkManager(installed=True, plugins=("keyfile", "ifcfg-rh"))
-    assert host_problems(seed_spec(), clean_state(network_manager=both)) == []
+    ifcfg = paths.ifcfg("eth2")
+    state = clean_state(
+        network_manager=nm,
+        profiles=(Profile(ifcfg, "eth2", "eth2"),),
+        files={ifcfg: FileState(ifcfg, b"DEVICE=eth2\nMTU=$(reboot)\n")},
+    )
+    assert host_problems(seed_spec(), state) == []
+    written = {c.path for c in plan(seed_spec(), state).changes if isinstance(c, WriteFile)}
+    assert f"{paths.SYSTEM_CONNECTIONS}/eth2.nmconnection" in written
+    assert ifcfg not in written
+    removed = {c.path for c in plan(seed_spec(), state).changes if isinstance(c, RemoveFile)}
+    assert ifcfg not in removed
+
+
+def test_a_keyfile_that_does_not_parse_refuses_the_host_with_its_path_and_line() -> None:
+    path = f"{paths.SYSTEM_CONNECTIONS}/Wired connection 1.nmconnection"
+    state = clean_state(
+        profiles=(Profile(path, "eth2", "Wired connection 1"),),
+        files={path: FileState(path, b"[connection]\ninterface-name=eth2\nmtu 1400\n")},
+    )
+    (problem,) = host_problems(seed_spec(), state)
+    assert problem.startswith(
+        f"host alma1: vrfs.mgmt0.ports: eth2's profile cannot be edited without losing what it "
+        f"says: {path}, line 3: 'mtu 1400' is not key=value."
+    ), problem

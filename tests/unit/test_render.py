@@ -54,7 +54,8 @@ def test_rendered_file_matches_golden(backend: str, path: str) -> None:
 def test_modes_follow_networkmanager_rules() -> None:
     files = _rendered("networkmanager")
     assert files[paths.keyfile("mgmt0")][1] == "0600"
-    assert files[paths.ifcfg("eth2")][1] == "0644"
+    assert files[f"{paths.SYSTEM_CONNECTIONS}/eth2.nmconnection"][1] == "0600"
+    assert _rendered("network-scripts")[paths.ifcfg("eth2")][1] == "0644"
     assert files[paths.CONVERGE_SCRIPT][1] == "0755"
 
 
@@ -93,7 +94,8 @@ def test_golden_scripts_pass_shellcheck() -> None:
         if golden.is_file()
         and is_shell_read("/" + str(golden.relative_to(GOLDEN)).split("/", 1)[1])
     }
-    assert len(files) == 6  # converge, exec and ifcfg-eth2, for each backend
+    # converge and exec for each backend, and the network-scripts' ifcfg-eth2
+    assert len(files) == 5
     assert shellcheck(files) == ""
 
 
@@ -113,8 +115,8 @@ def test_link_local_gateway_routes_name_the_port() -> None:
     spec = replace(spec, vrfs=(vrf,))
     legacy = desired_files(spec, "network-scripts")[paths.route6("eth2")]
     assert legacy is not None and "default via fe80::1 dev eth2 table 10\n" in legacy[0]
-    nm = desired_files(spec, "networkmanager")[paths.ifcfg("eth2")]
-    assert nm is not None and "IPV6_DEFAULTGW=fe80::1\n" in nm[0]
+    nm = desired_files(spec, "networkmanager")[f"{paths.SYSTEM_CONNECTIONS}/eth2.nmconnection"]
+    assert nm is not None and "address1=2001:db8:1::10/64,fe80::1\n" in nm[0]
     replaces = [
         argv
         for step in present_steps(spec)

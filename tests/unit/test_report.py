@@ -14,7 +14,7 @@ from .builders import MGMT_GW4, MGMT_GW6, broken_state, converged_state, seed_sp
 
 def _drifted_state() -> HostState:
     """A converged host drifted three ways, as the lab test does it for real."""
-    state = converged_state()
+    state = converged_state(ifcfg=True)
     ifcfg = paths.ifcfg("eth2")
     # An operator's MTU is not drift; a key we own (SLAAC turned back on) is.
     edited = (state.file(ifcfg).content or b"").replace(
@@ -45,11 +45,27 @@ def test_three_drifts_are_named_in_words() -> None:
 
 
 def test_an_operators_own_keys_and_comments_are_no_drift() -> None:
-    state = converged_state()
+    state = converged_state(ifcfg=True)
     ifcfg = paths.ifcfg("eth2")
     edited = state.files[ifcfg].text + "# moved to rack 12\nMTU=9000\nZONE=trusted\n"
     state = replace(state, files={**state.files, ifcfg: FileState(ifcfg, edited.encode())})
     assert drift.from_plan(plan(seed_spec(), state)) == drift.HostReport("alma1", "converged")
+
+
+def _keyfile_edited(old: str, new: str) -> HostState:
+    state = converged_state()
+    path = f"{paths.SYSTEM_CONNECTIONS}/eth2.nmconnection"
+    edited = state.files[path].text.replace(old, new, 1)
+    assert edited != state.files[path].text
+    return replace(state, files={**state.files, path: FileState(path, edited.encode())})
+
+
+def test_a_keyfile_edit_of_an_operators_key_is_no_drift_and_of_ours_is_named() -> None:
+    operator = _keyfile_edited("[ethernet]\n", "[ethernet]\n# jumbo\nmtu=9000\n")
+    assert drift.from_plan(plan(seed_spec(), operator)) == drift.HostReport("alma1", "converged")
+    ours = _keyfile_edited("slave-type=vrf\n", "slave-type=bond\n")
+    report = drift.from_plan(plan(seed_spec(), ours))
+    assert report.differences == ("eth2.nmconnection edited: connection.slave-type",)
 
 
 def test_an_edited_vrf_keyfile_names_the_key() -> None:

@@ -112,7 +112,7 @@ def test_host_that_had_the_vrf_gets_it_back_on_its_old_table() -> None:
 
 def test_file_only_change_leaves_the_network_alone() -> None:
     spec = seed_spec()
-    before = converged_state()
+    before = converged_state(ifcfg=True)
     path = paths.ifcfg("eth2")
     edited = replace(
         before, files={**before.files, path: FileState(path, b"DEVICE=eth2\nVRF=mgmt0\n")}
