@@ -16,7 +16,7 @@ from .commands import Argv, to_shell
 from .hoststate import HostState
 from .model import HostSpec, Vrf
 from .port_profile import new_port_uuid, port_profile, second_profiles
-from .profile_text import Keyfile
+from .profile_text import Keyfile, hide_secrets
 from .steps import (
     Step,
     after_teardown,
@@ -100,11 +100,12 @@ class Plan:
 
 
 def unified_diff(path: str, old: str | None, new: str | None) -> list[str]:
+    """The diff a reviewer reads; a keyfile's secrets (802.1x, PSKs) never show in it."""
     return [
         line.rstrip("\n")
         for line in difflib.unified_diff(
-            (old or "").splitlines(keepends=True),
-            (new or "").splitlines(keepends=True),
+            hide_secrets(path, old or "").splitlines(keepends=True),
+            hide_secrets(path, new or "").splitlines(keepends=True),
             fromfile=path if old is not None else "/dev/null",
             tofile=path if new is not None else "/dev/null",
         )

@@ -366,3 +366,30 @@ def changed_keys(path: str, old: str | None, new: str) -> list[str]:
 
 def _flat(keyfile: Keyfile) -> dict[str, str]:
     return {f"{g}.{k}": v for g, keys in keyfile.groups().items() for k, v in keys.items()}
+
+
+# NetworkManager's secret properties (passwords, PSKs, PINs, WEP and WireGuard keys, MACsec
+# CAKs) and every key of [vpn-secrets]; their *-flags keys are not secret.
+_SECRET_KEY = re.compile(
+    r"(.*-)?(password(-raw)?|psk|pin|wep-key[0-3]|private-key|preshared-key|mka-cak|secrets?)"
+)
+HIDDEN = "<hidden>"
+
+
+def hide_secrets(path: str, text: str) -> str:
+    """A keyfile's text for a diff or a log: every secret value replaced by ``<hidden>``.
+    Line by line, so it works on a file that does not parse too; other files unchanged."""
+    if not path.endswith(".nmconnection"):
+        return text
+    out = []
+    group = ""
+    for line in text.split("\n"):
+        stripped = line.strip()
+        if stripped.startswith("["):
+            group = stripped.strip("[]")
+        elif "=" in stripped and not stripped.startswith("#"):
+            key = stripped.split("=", 1)[0].strip()
+            if group == "vpn-secrets" or _SECRET_KEY.fullmatch(key.split("[", 1)[0]):
+                line = f"{line.split('=', 1)[0]}={HIDDEN}"
+        out.append(line)
+    return "\n".join(out)

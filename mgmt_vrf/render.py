@@ -215,6 +215,21 @@ _CONTROLLER_KEYS = {"old": ("master", "slave-type"), "new": ("controller", "port
 _KEYFILE_IP_KEYS = re.compile(r"(address|addresses|route|routes)[0-9]*(_options)?|gateway")
 
 
+# IPv6 methods that carry static addresses beside what they learn: the operator's SLAAC or
+# DHCPv6 stays (NetworkManager puts what it learns on a VRF port into the VRF's table).
+_IPV6_METHODS_WITH_ADDRESSES = ("manual", "auto", "dhcp")
+
+
+def _nm_at_least(nm_version: str | None, release: tuple[int, int]) -> bool:
+    """Whether the host's NetworkManager is that release or later; False when unknown, so
+    an unknown host gets the older spelling, which every release reads."""
+    parts = (nm_version or "").split(".")
+    try:
+        return (int(parts[0]), int(parts[1])) >= release
+    except (IndexError, ValueError):
+        return False
+
+
 def _controller_spelling(current: Keyfile | None, nm_version: str | None) -> str:
     if current is not None:
         keys = current.groups().get("connection", {})
@@ -222,12 +237,18 @@ def _controller_spelling(current: Keyfile | None, nm_version: str | None) -> str
             return "new"
         if "master" in keys or "slave-type" in keys:
             return "old"
-    parts = (nm_version or "").split(".")
-    try:
-        major, minor = int(parts[0]), int(parts[1])
-    except (IndexError, ValueError):
-        return "old"  # read by every release
-    return "new" if (major, minor) >= (1, 46) else "old"
+    return "new" if _nm_at_least(nm_version, (1, 46)) else "old"
+
+
+def _gateway_key_apart(current: Keyfile | None, group: str, nm_version: str | None) -> bool:
+    """NetworkManager up to 1.48 (at least) writes the gateway into ``address1=ADDR,GW``,
+    1.54 as its own ``gateway=`` key; every release reads both. A file keeps its form."""
+    keys = current.groups().get(group, {}) if current is not None else {}
+    if "gateway" in keys:
+        return True
+    if any(re.fullmatch(r"address(es)?[0-9]*", k) and "," in v for k, v in keys.items()):
+        return False
+    return _nm_at_least(nm_version, (1, 54))
 
 
 def port_keyfile(
@@ -274,26 +295,32 @@ def port_keyfile(
     gateways = dict(zip((4, 6), port_gateways(spec, iface, vrf, "networkmanager"), strict=True))
     for family, address in ((4, iface.ipv4), (6, iface.ipv6)):
         group = f"ipv{family}"
+        wanted: dict[str, str] = {}
+        gateway = gateways[family]
+        if address is not None:
+            apart = _gateway_key_apart(current, group, nm_version)
+            wanted["address1"] = f"{address}" + (f",{gateway}" if gateway and not apart else "")
+            if gateway and apart:
+                wanted["gateway"] = gateway
+            routes = port_routes(spec, iface, vrf, family, "networkmanager") if vrf else []
+            for n, (to, via) in enumerate(routes, 1):
+                wanted[f"route{n}"] = f"{to},{via}"
+                wanted[f"route{n}_options"] = f"table={vrf.table}" if vrf else ""
+        # Set in place, so a released profile reads as it did before the VRF.
         for key in list(edited.groups().get(group, {})):
-            if _KEYFILE_IP_KEYS.fullmatch(key):
+            if _KEYFILE_IP_KEYS.fullmatch(key) and key not in wanted:
                 edited.remove(group, key)
+        method = edited.get(group, "method")
         if address is None:
             edited.set(group, "method", "disabled" if family == 4 else "ignore")
-            edited.remove(group, "never-default")
-            continue
-        gateway = gateways[family]
-        edited.set(group, "method", "manual")
-        edited.set(group, "address1", f"{address}" + (f",{gateway}" if gateway else ""))
-        if gateway:
+        elif family == 4 or method not in _IPV6_METHODS_WITH_ADDRESSES:
+            edited.set(group, "method", "manual")
+        for key, value in wanted.items():
+            edited.set(group, key, value)
+        if gateway or address is None:
             edited.remove(group, "never-default")
         else:
             edited.set(group, "never-default", "true")
-        routes = port_routes(spec, iface, vrf, family, "networkmanager") if vrf else []
-        for n, (to, via) in enumerate(routes, 1):
-            network = "0.0.0.0/0" if to == "default" and family == 4 else to
-            network = "::/0" if network == "default" else network
-            edited.set(group, f"route{n}", f"{network},{via}")
-            edited.set(group, f"route{n}_options", f"table={vrf.table}" if vrf else "")
     if vrf is None:
         return edited.text()
     return header + role + edited.text()

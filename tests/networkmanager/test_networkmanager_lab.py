@@ -234,24 +234,3 @@ def test_state_absent_hands_the_port_back_to_a_plain_profile(
             assert table10.stdout.strip() in ("", "[", "[]"), (when, table10.stdout)
             assert table10.returncode == 0 or "FIB table does not exist" in table10.stderr
             assert [r["gateway"] for r in routes(lab, host, family, "main")] == [gateway], when
-
-
-def test_networkmanager_reading_only_keyfiles_is_refused_before_anything_changes(
-    lab: Lab, host: str
-) -> None:
-    # AlmaLinux 10's NetworkManager loads no ifcfg-rh plugin: an ifcfg profile of ours would
-    # never be read, the port would lose its addresses and every run would roll back.
-    conf = "/etc/NetworkManager/conf.d/99-keyfile-only.conf"
-    lab.check(host, f"printf '[main]\\nplugins=keyfile\\n' > {conf}")
-    try:
-        before = fact(lab.fleet_file, host, "VrfHostState")
-        run = converge(lab.fleet_file, [host])
-        out = run.stdout + run.stderr
-        assert run.returncode != 0, out[-4000:]
-        assert (
-            f"host {host}: backend: NetworkManager here reads only keyfiles (plugins=keyfile"
-            in (out)
-        ), out[-4000:]
-        assert fact(lab.fleet_file, host, "VrfHostState") == before
-    finally:
-        lab.check(host, f"rm -f {conf}")
