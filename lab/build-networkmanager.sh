@@ -22,16 +22,23 @@ if [ "$(id -u)" -ne 0 ]; then
     SUDO="sudo"
 fi
 export DEBIAN_FRONTEND=noninteractive
-# apt-get source needs the source index of the same Debian mirror the machine installs from.
+# apt-get source needs the source index of the archives the machine installs from: its own
+# deb entries (deb822 stanzas and one-line ones), turned into deb-src. No mirror is named here.
 src=/etc/apt/sources.list.d/mgmt-vrf-lab-src.sources
 if [ ! -f "$src" ]; then
-    $SUDO tee "$src" >/dev/null <<'EOF'
-Types: deb-src
-URIs: http://deb.debian.org/debian
-Suites: bookworm bookworm-updates
-Components: main
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
-EOF
+    own_list=${src%.sources}.list
+    for f in /etc/apt/sources.list.d/*.sources; do
+        if [ -f "$f" ] && [ "$f" != "$src" ]; then
+            sed 's/^Types:.*$/Types: deb-src/' "$f"
+            echo
+        fi
+    done | $SUDO tee /var/tmp/mgmt-vrf-lab-src.sources >/dev/null
+    for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+        if [ -f "$f" ] && [ "$f" != "$own_list" ]; then
+            sed -n 's/^[[:space:]]*deb[[:space:]]/deb-src /p' "$f"
+        fi
+    done | $SUDO tee "$own_list" >/dev/null
+    $SUDO mv /var/tmp/mgmt-vrf-lab-src.sources "$src"
     $SUDO apt-get update -qq </dev/null
 fi
 $SUDO apt-get install -y -qq --no-install-recommends dpkg-dev meson ninja-build pkg-config gcc \

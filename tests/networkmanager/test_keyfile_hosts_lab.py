@@ -17,7 +17,15 @@ import pytest
 
 from lab.pytest_fixture import Lab
 from mgmt_vrf.profile_text import Keyfile
-from tests.e2e.deploy import MGMT_GW4, MGMT_GW6, assert_converged, converge, results
+from tests.e2e.deploy import (
+    MGMT_GW4,
+    MGMT_GW6,
+    assert_converged,
+    converge,
+    fact,
+    results,
+    wrong_gateway_fleet,
+)
 
 from .test_networkmanager_lab import KEYFILES, SCRIPTS, nmcli, profiles, routes
 
@@ -151,3 +159,23 @@ def test_a_keyfile_host_converges_reboots_and_is_given_its_profile_back(
         assert "mgmt0" not in profiles(lab, host), when
         assert lab.json(host, "ip -j link show type vrf") == [], when
         assert_honoured(lab, host, when)
+
+
+@pytest.mark.parametrize("shaped", ["almalinux10"], indirect=True)
+def test_a_change_that_cuts_ssh_on_a_keyfile_only_host_gives_back_the_same_bytes(
+    lab: Lab, shaped: tuple[str, str, str], tmp_path: Path
+) -> None:
+    host, _, original = shaped
+    wrong = wrong_gateway_fleet(lab.fleet_file, host, tmp_path / "fleet.toml")
+    before = fact(wrong, host, "VrfHostState")
+    run = converge(wrong, [host])
+    out = run.stdout + run.stderr
+    assert f"[{host}] mgmt-vrf: ROLLED BACK (no path)" in out, out[-4000:]
+    assert "not exactly as before" not in out, out[-4000:]
+    assert lab.check(host, f"cat {ETH2}") == original
+    assert fact(wrong, host, "VrfHostState") == before
+    assert nmcli(lab, host, "-f GENERAL.CONNECTION,GENERAL.STATE device show eth2") == [
+        ["GENERAL.CONNECTION", "eth2"],
+        ["GENERAL.STATE", "100 (connected)"],
+    ]
+    assert_honoured(lab, host, "rolled back")
