@@ -75,10 +75,16 @@ def candidates(state: HostState, port: str, backend: str) -> list[Profile]:
     """The host's profiles for the port that its reader reads, in path order."""
     active = state.network_manager.active.get(port)
     formats = readable_formats(backend, state)
+    # An ifcfg file may leave DEVICE= out (matched by HWADDR=): ifcfg-PORT is still the port's.
     found = [
         p
         for p in state.profiles
-        if (p.device == port or (active is not None and p.uuid == active)) and _format(p) in formats
+        if (
+            p.device == port
+            or (active is not None and p.uuid == active)
+            or (p.device is None and p.path == paths.ifcfg(port))
+        )
+        and _format(p) in formats
     ]
     return sorted(found, key=lambda p: p.path)
 

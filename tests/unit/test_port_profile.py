@@ -134,3 +134,14 @@ def test_a_renamed_vrf_renews_the_line_that_names_it() -> None:
     renamed = deployed_then(name="oob0")
     assert renamed.splitlines()[1] == "# Port of VRF oob0 (table 10): the only profile for eth2."
     assert "VRF=oob0" in renamed.splitlines()
+
+
+def test_an_ifcfg_profile_without_device_is_still_the_ports_own_and_edited() -> None:
+    # initscripts and ifcfg-rh match such a file by HWADDR=; its name says which port it is.
+    text = OPERATOR_PROFILE.replace("DEVICE=eth2\n", "HWADDR=52:54:00:00:01:02\n")
+    assert "DEVICE=" not in text
+    state = with_profile(clean_state(), text)
+    state = replace(state, profiles=(Profile(PATH, None, "eth2"),))
+    edited = written(state)
+    assert edited is not None and "MTU=9000" in edited and "HWADDR=52:54:00:00:01:02" in edited
+    assert "VRF=mgmt0" in edited.splitlines()
