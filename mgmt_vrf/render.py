@@ -136,11 +136,8 @@ def port_ifcfg(
         return template.render(
             header=PORT_HEADER, iface=iface, vrf=vrf, keys=_new_ifcfg_keys(iface, keys)
         )
-    lines = current.text().split("\n")
-    ours = []
-    while lines and lines[0].startswith(_OUR_COMMENTS):
-        ours.append(lines.pop(0) + "\n")
-    edited = Ifcfg.parse(current.path, "\n".join(lines))
+    our_header, body = _without_our_comments(current.text())
+    edited = Ifcfg.parse(current.path, body)
     for key in [k for k in edited.values() if _OTHER_ADDRESS_KEYS.fullmatch(k)]:
         edited.remove(key)
     for key, value in keys:
@@ -153,15 +150,23 @@ def port_ifcfg(
     header, role = template.render(header=PORT_HEADER, iface=iface, vrf=vrf, keys=[]).splitlines(
         keepends=True
     )
-    # A header of ours already there stays as it is: an older release's wording is no
-    # reason to rewrite a converged host's profile. The line naming the VRF is renewed.
-    if ours and ours[0].startswith(_OUR_COMMENTS[0]):
-        header = ours[0]
-    return header + role + edited.text()
+    return (our_header or header) + role + edited.text()
 
 
 # The comment lines this module has ever put at the top of a port's profile.
 _OUR_COMMENTS = ("# Managed by mgmt-vrf (pyinfra)", "# Port of VRF ", "# Plain profile for ")
+
+
+def _without_our_comments(text: str) -> tuple[str | None, str]:
+    """A profile's text without the comment lines we lead it with, and our header line if it
+    had one: an older release's wording is no reason to rewrite a converged host's profile
+    (the line naming the VRF is renewed)."""
+    lines = text.split("\n")
+    ours = []
+    while lines and lines[0].startswith(_OUR_COMMENTS):
+        ours.append(lines.pop(0) + "\n")
+    header = ours[0] if ours and ours[0].startswith(_OUR_COMMENTS[0]) else None
+    return header, "\n".join(lines)
 
 
 def _new_ifcfg_keys(iface: Interface, keys: list[tuple[str, str | None]]) -> list[tuple[str, str]]:
@@ -273,14 +278,9 @@ def port_keyfile(
     if current is None:
         edited = Keyfile.parse(path, "".join(skeleton))
     else:
-        lines = current.text().split("\n")
-        ours = []
-        while lines and lines[0].startswith(_OUR_COMMENTS):
-            ours.append(lines.pop(0) + "\n")
-        edited = Keyfile.parse(path, "\n".join(lines))
-        # As in port_ifcfg: a header of ours already there stays as it is.
-        if ours and ours[0].startswith(_OUR_COMMENTS[0]):
-            header = ours[0]
+        our_header, body = _without_our_comments(current.text())
+        edited = Keyfile.parse(path, body)
+        header = our_header or header
     spelling = _controller_spelling(current, nm_version)
     for kind, (controller, port_type) in _CONTROLLER_KEYS.items():
         if vrf is not None and kind == spelling:
