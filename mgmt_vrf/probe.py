@@ -284,7 +284,7 @@ def _port_profile_sections(ports: Sequence[str], skip: Sequence[str] = ()) -> li
             "connection-uuid=*[!0-9a-fA-F-]*) ;; "
             "connection-uuid=?*) mv_l=${mv_l#connection-uuid=}; "
             f"printf '%s %s\\n' {q} \"$mv_l\"; "
-            'mv_p="$mv_p|^[[:space:]]*uuid[[:space:]]*=[[:space:]]*$mv_l[[:space:]]*\\$";; '
+            'mv_p="$mv_p|^[[:space:]]*uuid[[:space:]]*=[[:space:]]*${mv_l}[[:space:]]*\\$";; '
             f"esac; done < {state}"
         )
     return [

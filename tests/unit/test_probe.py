@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from mgmt_vrf import paths
 from mgmt_vrf.commands import sh_quote
 from mgmt_vrf.hoststate import MAIN_TABLE, HostState, RouteEntry
 from mgmt_vrf.model import UNREACHABLE_METRIC
@@ -20,6 +21,8 @@ from mgmt_vrf.probe import (
     probe_command,
     route_table_command,
 )
+
+from .shell_scripts import shellcheck
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 PROBE = FIXTURES / "probe"
@@ -816,3 +819,16 @@ def test_fixture_readme_lists_every_fixture() -> None:
             assert json.loads(path.read_text())["source"], path
         else:
             assert path.name in readme, path
+
+
+def test_the_probe_command_passes_shellcheck_but_for_its_deliberate_word_splits() -> None:
+    # `set -- $(...)` splits unit states and unit file paths into arguments on purpose.
+    command = probe_command(
+        [paths.SYSCTL_DROPIN, paths.ifcfg("eth2"), paths.keyfile("mgmt0")],
+        ["eth2", "bond0.100"],
+        ["sshd.service"],
+    )
+    complaints = [
+        line for line in shellcheck({"probe.sh": command}).splitlines() if "SC2046" not in line
+    ]
+    assert complaints == []
