@@ -71,6 +71,13 @@ def _parser() -> argparse.ArgumentParser:
         metavar="S",
         help="rollback_timeout for every host of the measured fleet (default: the lab's, 120)",
     )
+    p.add_argument(
+        "--changes-at-once",
+        type=int,
+        default=None,
+        metavar="N",
+        help="changes_at_once for every host of the measured fleet (default: the deploy's, 10)",
+    )
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "out", help="logs and figures")
     p.add_argument("--timeout", type=float, default=1800, help="seconds allowed per run")
     p.add_argument("--keep", action="store_true", help="leave the lab running at the end")
@@ -203,7 +210,9 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
             fleet = logs / "fleet.toml"
             fleet.write_text(
                 figures.with_defaults(
-                    figures.fleet_subset(lab_fleet, hosts), rollback_timeout=args.rollback_timeout
+                    figures.fleet_subset(lab_fleet, hosts),
+                    rollback_timeout=args.rollback_timeout,
+                    changes_at_once=args.changes_at_once,
                 )
             )
             # Untimed: the first session on a fresh host reads its shell and tools from

@@ -122,8 +122,8 @@ def _advice(cause: Cause | None, spec: HostSpec) -> str:
     if cause == "late":
         return (
             "Nothing was found wrong with the change: run again; if it happens again, raise "
-            f"rollback_timeout (now {spec.rollback_timeout} s) or run fewer hosts at once "
-            "(--parallel)."
+            f"rollback_timeout (now {spec.rollback_timeout} s) or let fewer hosts change at "
+            f"once (changes_at_once, now {spec.changes_at_once})."
         )
     if cause == "hung":
         return (

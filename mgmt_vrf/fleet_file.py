@@ -42,8 +42,10 @@ from typing import Any, cast
 
 from .model import (
     DEFAULT_APPLY_TIMEOUT,
+    DEFAULT_CHANGES_AT_ONCE,
     DEFAULT_ROLLBACK_TIMEOUT,
     MAX_APPLY_TIMEOUT,
+    MAX_CHANGES_AT_ONCE,
     MAX_ROLLBACK_TIMEOUT,
     MIN_APPLY_TIMEOUT,
     MIN_ROLLBACK_TIMEOUT,
@@ -315,6 +317,16 @@ _apply_timeout = _seconds(
     MAX_APPLY_TIMEOUT,
     "the host must have time to apply the change before it rolls back by itself",
 )
+
+
+def _changes_at_once(value: object) -> int:
+    hosts = _integer(value, "a number of hosts")
+    if not 1 <= hosts <= MAX_CHANGES_AT_ONCE:
+        raise _Bad(
+            f"{hosts} is outside 1..{MAX_CHANGES_AT_ONCE} hosts; it is how many hosts may be "
+            "between the start of their change and its confirmation at once"
+        )
+    return hosts
 
 
 def _boolean(value: object) -> bool:
@@ -647,6 +659,7 @@ _HOST_SCALARS: dict[str, Checker] = {
     "l3mdev_accept": _boolean,
     "rollback_timeout": _rollback_timeout,
     "apply_timeout": _apply_timeout,
+    "changes_at_once": _changes_at_once,
 }
 _HOST_KEYS = (*_HOST_SCALARS, "interfaces", "vrfs", "groups")
 
@@ -1144,6 +1157,7 @@ def _build_host(
         l3mdev_accept=bool(merged.get("l3mdev_accept", True)),
         rollback_timeout=int(merged.get("rollback_timeout", DEFAULT_ROLLBACK_TIMEOUT)),
         apply_timeout=int(merged.get("apply_timeout", DEFAULT_APPLY_TIMEOUT)),
+        changes_at_once=int(merged.get("changes_at_once", DEFAULT_CHANGES_AT_ONCE)),
     )
 
 
@@ -1550,6 +1564,7 @@ def spec_to_data(spec: HostSpec) -> dict[str, Any]:
     host["l3mdev_accept"] = spec.l3mdev_accept
     host["rollback_timeout"] = spec.rollback_timeout
     host["apply_timeout"] = spec.apply_timeout
+    host["changes_at_once"] = spec.changes_at_once
     if spec.groups:
         host["groups"] = list(spec.groups)
     host["interfaces"] = {

@@ -31,6 +31,13 @@ MAX_ROLLBACK_TIMEOUT = 3600
 DEFAULT_APPLY_TIMEOUT = 300
 MIN_APPLY_TIMEOUT = 30
 MAX_APPLY_TIMEOUT = 3600
+# How many hosts of a run may be between the start of their change and its confirmation at
+# once. Each armed host's window is a race against its deadline: with every host of a large
+# fleet applying together, the applies and the confirming connections slow each other down
+# (the controller's CPU and the hosts'), and good changes roll back for lateness. Hosts past
+# the bound wait, unarmed and unchanged, for a slot.
+DEFAULT_CHANGES_AT_ONCE = 10
+MAX_CHANGES_AT_ONCE = 1000
 
 
 @dataclass(frozen=True)
@@ -123,6 +130,8 @@ class HostSpec:
     l3mdev_accept: bool = True
     rollback_timeout: int = DEFAULT_ROLLBACK_TIMEOUT
     apply_timeout: int = DEFAULT_APPLY_TIMEOUT
+    # This host starts its change only while fewer than this many hosts are changing.
+    changes_at_once: int = DEFAULT_CHANGES_AT_ONCE
     extra: dict[str, object] = field(default_factory=dict, compare=False)
 
     def interface(self, name: str) -> Interface | None:

@@ -14,6 +14,7 @@ from pyinfra import host, logger
 from pyinfra.api import FunctionCommand, OperationError, QuoteString, StringCommand, operation
 from pyinfra.api.host import Host
 from pyinfra.api.state import State
+from pyinfra.api.util import print_host_combined_output
 from pyinfra.connectors.util import clear_askpass_cache
 
 from facts.vrf import VrfHostState
@@ -35,6 +36,7 @@ from mgmt_vrf.plan import Plan, plan
 from mgmt_vrf.preflight import host_problems
 from mgmt_vrf.probe import ProbeError, parse_probe_output, probe_command
 from mgmt_vrf.rollback import rollback_script
+from operations.change_slots import SLOTS
 
 
 def _command(argv: Argv) -> StringCommand:
@@ -145,15 +147,40 @@ class _HostRemote:
 
 
 def confirm_or_roll_back(
-    state: State, host: Host, spec: HostSpec, before: HostState, result: Plan, started: float
+    host: Host, spec: HostSpec, before: HostState, result: Plan, started: float
 ) -> bool:
-    """The FunctionCommand after the start command: mgmt_vrf.confirm does the work."""
+    """mgmt_vrf.confirm does the work; this says what came of it."""
     outcome = confirm(_HostRemote(host, spec), time, spec, before, result, started)
     if outcome.confirmed:
         host.log(f"mgmt-vrf: {outcome.message(spec)}")
         return True
     host.log_styled(f"mgmt-vrf: {outcome.message(spec)}", fg="red", log_func=logger.error)
     return False
+
+
+def change_in_a_slot(
+    state: State, host: Host, spec: HostSpec, before: HostState, result: Plan, start: Argv
+) -> bool:
+    """The FunctionCommand of a change: wait for a slot (``changes_at_once``), start the
+    armed change, then confirm it or see it rolled back, and only then free the slot. The
+    start runs here, not as a command of its own, so that a start that fails frees it too."""
+
+    def waiting(changing: int) -> None:
+        host.log(
+            f"mgmt-vrf: waiting to start: {changing} hosts are changing "
+            f"(changes_at_once = {spec.changes_at_once})"
+        )
+
+    with SLOTS.slot(host.name, spec.changes_at_once, waiting):
+        started = time.monotonic()
+        ok, output = host.run_shell_command(
+            _command(start), print_output=state.print_output, print_input=state.print_input
+        )
+        if not ok:
+            if not state.print_output:
+                print_host_combined_output(host, output)
+            return False
+        return confirm_or_roll_back(host, spec, before, result, started)
 
 
 @operation(is_idempotent=True)
@@ -178,6 +205,8 @@ def converge(spec: HostSpec) -> Generator:
     host undoes it by itself unless a NEW ssh connection confirms, within
     ``rollback_timeout`` seconds after the apply ended, that the host is reachable and
     converged (and at the latest ``apply_timeout + rollback_timeout`` after the start).
+    At most ``changes_at_once`` hosts are between the start and the confirmation at once;
+    the others wait, unchanged, for one of them to finish.
     """
 
     before, result = plan_for_host(spec)
@@ -197,6 +226,5 @@ def converge(spec: HostSpec) -> Generator:
             host.log("  " + line)
 
     rollback = rollback_script(spec, before, result)
-    started = time.monotonic()
-    yield _command(start_command(result, rollback, spec.rollback_timeout, spec.apply_timeout))
-    yield FunctionCommand(confirm_or_roll_back, (spec, before, result, started), {})
+    start = start_command(result, rollback, spec.rollback_timeout, spec.apply_timeout)
+    yield FunctionCommand(change_in_a_slot, (spec, before, result, start), {})

@@ -20,8 +20,8 @@ CONVERGED = ROOT / "tests" / "fixtures" / "probe" / "lab-converged.txt"
 HOSTS = [f"alma{i:02d}" for i in range(1, 21)]
 
 
-def _fleet_toml() -> str:
-    parts = ['[defaults]\nssh_user = "root"\n']
+def _fleet_toml(defaults: str = "") -> str:
+    parts = [f'[defaults]\nssh_user = "root"\n{defaults}']
     parts.append(
         """
 [groups.lab]
@@ -52,9 +52,9 @@ gateway6 = "2001:db8:1::1"
     return "".join(parts)
 
 
-def _pyinfra(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def _pyinfra(tmp_path: Path, *args: str, defaults: str = "") -> subprocess.CompletedProcess[str]:
     fleet = tmp_path / "fleet.toml"
-    fleet.write_text(_fleet_toml())
+    fleet.write_text(_fleet_toml(defaults))
     env = {
         **os.environ,
         "FAKE_FLEET": str(fleet),
@@ -130,6 +130,19 @@ def test_real_run_on_fake_hosts_changes_every_host(tmp_path: Path) -> None:
         assert "$ ip link add dev mgmt0 type vrf table 10" in lines
         assert "rollback due 120 s after the apply ends (at the latest 420 s" in lines
         assert "confirmed over a new ssh connection, rollback disarmed" in lines
+
+
+def test_hosts_past_changes_at_once_wait_for_a_slot_and_all_converge(tmp_path: Path) -> None:
+    result = _pyinfra(tmp_path, "-y", defaults="changes_at_once = 3\n")
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    assert re.search(r"Converge management VRFs\s+20\s+20\s+-\s+-", output), output[-2000:]
+    waited = [host for host in HOSTS if "waiting to start" in "\n".join(_host_lines(output, host))]
+    # pyinfra starts every host at once: all but the first three wait their turn.
+    assert len(waited) == len(HOSTS) - 3, output[-3000:]
+    assert "waiting to start: 3 hosts are changing (changes_at_once = 3)" in output
+    for host in HOSTS:
+        assert "confirmed over a new ssh connection" in "\n".join(_host_lines(output, host))
 
 
 def test_broken_fixture_is_a_real_lab_capture() -> None:

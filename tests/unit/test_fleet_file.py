@@ -595,6 +595,13 @@ ERROR_CASES: list[tuple[str, Callable[[str], str], str, str, int]] = [
         1,
     ),
     (
+        "changes-at-once-zero",
+        edit('ssh_address = "192.0.2.21"', 'ssh_address = "192.0.2.21"\nchanges_at_once = 0'),
+        "changes_at_once",
+        "0 is outside 1..1000 hosts; it is how many hosts may be between the start",
+        1,
+    ),
+    (
         "connect-timeout-zero",
         edit('ssh_address = "192.0.2.21"', 'ssh_address = "192.0.2.21"\nssh_connect_timeout = 0'),
         "ssh_connect_timeout",
@@ -1392,10 +1399,11 @@ def test_services_are_unit_names_in_one_vrf_each(tmp_path: Path) -> None:
 
 
 def test_connect_timeout_reaches_paramiko_and_round_trips(tmp_path: Path) -> None:
-    text = "[defaults]\nssh_connect_timeout = 90\napply_timeout = 600\n" + BASE
+    text = "[defaults]\nssh_connect_timeout = 90\napply_timeout = 600\nchanges_at_once = 3\n" + BASE
     fleet = load_fleet(write(tmp_path, text))
     spec = fleet.hosts[0]
     assert spec.ssh.connect_timeout == 90 and spec.apply_timeout == 600
+    assert spec.changes_at_once == 3
     data = host_data(spec, fleet.source)
     # paramiko's `timeout` covers the TCP connect and the key exchange; the banner has its own.
     assert data["ssh_paramiko_connect_kwargs"] == {"timeout": 90, "banner_timeout": 90}
