@@ -21,6 +21,7 @@ from facts.vrf import VrfHostState
 from mgmt_vrf import paths
 from mgmt_vrf.apply import (
     RunStatus,
+    Start,
     confirm_command,
     parse_run_status,
     rollback_now_command,
@@ -159,7 +160,7 @@ def confirm_or_roll_back(
 
 
 def change_in_a_slot(
-    state: State, host: Host, spec: HostSpec, before: HostState, result: Plan, start: Argv
+    state: State, host: Host, spec: HostSpec, before: HostState, result: Plan, start: Start
 ) -> bool:
     """The FunctionCommand of a change: wait for a slot (``changes_at_once``), start the
     armed change, then confirm it or see it rolled back, and only then free the slot. The
@@ -173,9 +174,21 @@ def change_in_a_slot(
 
     with SLOTS.slot(host.name, spec.changes_at_once, waiting):
         started = time.monotonic()
-        ok, output = host.run_shell_command(
-            _command(start), print_output=state.print_output, print_input=state.print_input
-        )
+        try:
+            ok, output = host.run_shell_command(
+                _command(start.argv),
+                print_output=state.print_output,
+                print_input=state.print_input,
+                _stdin=start.stdin,
+            )
+        except Exception as e:  # a dead connection raises anything from socket to SSH errors
+            host.log_styled(
+                f"mgmt-vrf: the change could not be started ({e.__class__.__name__}: {e}); "
+                "if it reached the host, its armed rollback undoes it",
+                fg="red",
+                log_func=logger.error,
+            )
+            return False
         if not ok:
             if not state.print_output:
                 print_host_combined_output(host, output)

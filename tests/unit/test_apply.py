@@ -6,7 +6,6 @@ where systemd does not run (as here) the rollback is armed with a sleeping shell
 
 from __future__ import annotations
 
-import base64
 import shlex
 import subprocess
 import time
@@ -21,19 +20,21 @@ from mgmt_vrf.rollback import STOP_APPLY
 from .builders import broken_state, converged_state, seed_spec
 
 
-def b64(text: str) -> str:
-    return base64.b64encode(text.encode()).decode()
-
-
 def sh(*argv: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, capture_output=True, text=True, timeout=30)
 
 
 def start(run: Path, apply_text: str, rollback_text: str, timeout: int = 2):
-    """The start command, with `timeout` seconds to the hard bound."""
-    return sh("sh", "-c", apply._START, "t", b64(apply_text), b64(rollback_text), str(timeout),
-              str(run), "mgmt-vrf-test-rollback", "mgmt-vrf-test-window",
-              str(run) + ".this-boot")  # fmt: skip
+    """The start command, with `timeout` seconds to the hard bound, fed as pyinfra's ssh
+    connector feeds it (a newline added to stdin when it has none)."""
+    stdin = apply_text + rollback_text
+    return subprocess.run(
+        ["sh", "-c", apply._START, "t", str(len(apply_text.encode())),
+         str(len(rollback_text.encode())), str(timeout), str(run), "mgmt-vrf-test-rollback",
+         "mgmt-vrf-test-window", str(run) + ".this-boot"],
+        input=stdin if stdin.endswith("\n") else stdin + "\n",
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
 
 
 def wait_for(path: Path, seconds: float = 10) -> bool:
@@ -219,8 +220,60 @@ def test_second_start_while_armed_is_refused(tmp_path: Path) -> None:
     second = start(run, "true\n", "true\n", timeout=30)
     assert second.returncode == 3
     assert "still armed" in second.stderr and f"mv {run}/armed {run}/confirmed" in second.stderr
-    # The first run's scripts are untouched.
+    # The first run's scripts are untouched, and the refused start left nothing behind.
     assert (run / "apply.sh").read_text() == "true\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run", "run.this-boot"]
+
+
+def test_the_start_carries_scripts_far_past_the_argument_limit(tmp_path: Path) -> None:
+    # Linux caps one argument at 128 KiB (MAX_ARG_STRLEN): a plan of this size once failed
+    # with "Argument list too long" before anything ran. 400 KiB each, none of it in argv.
+    run = tmp_path / "run"
+    body = "".join(f"# route {i:06d} {'x' * 90}\n" for i in range(4000))
+    apply_text = f"{body}echo done > {run}/apply.status\n"
+    rollback_text = f"{body}true\n"
+    assert len(apply_text) > 3 * 128 * 1024
+    r = start(run, apply_text, rollback_text, timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert (run / "apply.sh").read_text() == apply_text
+    assert (run / "rollback.sh").read_text() == rollback_text
+    assert wait_for(run / "apply.status")
+
+
+def test_start_command_sends_the_scripts_on_stdin_with_their_lengths() -> None:
+    spec = seed_spec()
+    result = plan(spec, broken_state())
+    rollback = "true\n# résumé: counted in bytes\n"
+    started = apply.start_command(result, rollback, 120, 300)
+    script = apply.apply_script(result, 120)
+    assert started.stdin == script + rollback
+    assert started.argv[4:7] == (str(len(script.encode())), str(len(rollback.encode())), "420")
+    assert script not in " ".join(started.argv)
+
+
+def test_scripts_cut_short_on_the_way_are_refused(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    r = subprocess.run(
+        [
+            "sh",
+            "-c",
+            apply._START,
+            "t",
+            "100",
+            "5",
+            "30",
+            str(run),
+            "u1",
+            "u2",
+            str(tmp_path / "b"),
+        ],
+        input="true\n",
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert r.returncode == 1 and "arrived incomplete; nothing was changed" in r.stderr
+    assert not run.exists() and not (tmp_path / "b").exists()
 
 
 def test_new_start_keeps_the_previous_run_beside_it(tmp_path: Path) -> None:

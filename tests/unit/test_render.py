@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from mgmt_vrf import paths
+from mgmt_vrf import apply, paths
 from mgmt_vrf.plan import desired_files
+from mgmt_vrf.plan import plan as plan_of
 from mgmt_vrf.render import converge_script
 from mgmt_vrf.steps import present_steps
 
@@ -105,6 +106,19 @@ def test_apply_and_rollback_scripts_pass_shellcheck() -> None:
     for name, before in (("broken", broken_state()), ("clean", clean_state())):
         for script, text in run_scripts(spec, before).items():
             scripts[f"{name}-{script}"] = text
+    assert shellcheck(scripts) == ""
+
+
+def test_the_run_commands_pass_shellcheck() -> None:
+    # Each is `sh -c SCRIPT NAME ARGS...`: what the host's shell runs is SCRIPT.
+    result = plan_of(seed_spec(), broken_state())
+    commands = {
+        "start": apply.start_command(result, "true\n", 120, 300).argv,
+        "confirm": apply.confirm_command(),
+        "rollback-now": apply.rollback_now_command(),
+    }
+    scripts = {f"{name}.sh": f"#!/bin/sh\n{argv[2]}" for name, argv in commands.items()}
+    scripts["wait.sh"] = "#!/bin/sh\n" + apply._WAIT
     assert shellcheck(scripts) == ""
 
 
