@@ -30,7 +30,7 @@ class ChangeSlots:
 
     def __init__(self) -> None:
         self.changing: set[str] = set()
-        self.most = 0  # the most hosts seen changing at once, for tests and the benchmark
+        self.most = 0  # the most hosts seen changing at once (the unit tests read it)
         self._waiters: list[Event] = []
 
     @contextlib.contextmanager
