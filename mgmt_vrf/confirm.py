@@ -50,14 +50,17 @@ POLL_LIMIT = 30
 #   likely cut the management path;
 # - "late": the host was reached after the change, but no confirmation landed before its
 #   deadline: nothing was found wrong with the change;
-# - "hung": the apply did not end before the hard bound.
-Cause = Literal["wrong", "unreachable", "late", "hung"]
+# - "hung": the apply did not end before the hard bound;
+# - "early": the host rolled back by itself before its deadline, untold: a reboot during the
+#   change (its boot unit undoes an unconfirmed change), or rollback.sh run by hand.
+Cause = Literal["wrong", "unreachable", "late", "hung", "early"]
 
 _LABELS: dict[Cause, str] = {
     "wrong": "wrong state",
     "unreachable": "no path",
     "late": "confirmation too late",
     "hung": "apply hung",
+    "early": "rolled back before its deadline",
 }
 
 
@@ -125,6 +128,8 @@ def _advice(cause: Cause | None, spec: HostSpec) -> str:
             f"rollback_timeout (now {spec.rollback_timeout} s) or let fewer hosts change at "
             f"once (changes_at_once, now {spec.changes_at_once})."
         )
+    if cause == "early":
+        return "The change itself was not judged: once the host is up, run again."
     if cause == "hung":
         return (
             f"The log's last lines name the step that did not finish; if the host is only "
@@ -260,7 +265,10 @@ def _await_rollback(
 ) -> Outcome:
     """The host rolls back by itself at its deadline (or has just been told to): wait for it,
     then compare the host with its state from before the run."""
-    if deadline.heard and not seen.told:
+    # Until the deadline the host's timer does the work; unless the host already said it
+    # is rolling back (its boot unit does that for a change a reboot left unconfirmed).
+    early = seen.last is not None and (seen.last.rolling_back or seen.last.rolled_back)
+    if deadline.heard and not seen.told and not early:
         clock.sleep(max(0.0, deadline.left + 1))
     began = clock.monotonic()
     while (left := max(began, deadline.due) + ROLLBACK_MARGIN - clock.monotonic()) > 0:
@@ -300,17 +308,29 @@ def _cause(seen: _Seen, spec: HostSpec) -> tuple[Cause, str]:
         return seen.cause, seen.reason
     timeout = spec.rollback_timeout
     last = seen.last
-    # A rollback that stopped a running apply leaves its status at "running".
-    if last is not None and last.apply == "running":
-        return "hung", (
-            f"the change was still running at the hard bound ({spec.apply_timeout} s for the "
-            f"apply, apply_timeout, then {timeout} s, rollback_timeout)"
-        )
     if seen.checked:
         return "late", (
             "the host was reached after the change and found as the fleet file says, but "
             f"its rollback came due before the confirmation landed ({timeout} s after the "
             "apply ended, rollback_timeout)"
+        )
+    if (
+        last is not None
+        and last.rolled_back
+        and not seen.told
+        and last.seconds_left is not None
+        and last.seconds_left > 0
+    ):
+        return "early", (
+            f"the host has rolled back by itself, its deadline still {last.seconds_left} s "
+            "away: a reboot during the change does that (the boot unit undoes a change never "
+            "confirmed), as does rollback.sh run by hand"
+        )
+    # A rollback that stopped a running apply leaves its status at "running".
+    if last is not None and last.apply == "running":
+        return "hung", (
+            f"the change was still running at the hard bound ({spec.apply_timeout} s for the "
+            f"apply, apply_timeout, then {timeout} s, rollback_timeout)"
         )
     if seen.ended or (last is not None and last.ended):
         return "unreachable", (

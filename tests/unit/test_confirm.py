@@ -54,6 +54,7 @@ class SimHost:
     confirm_drops: int = 0  # this many confirmations never reach the host
     connect_takes: float = 0.0  # slow connects after the end (SYN retries), judged after
     stalls_while_rolling_back: bool = False  # a connection the rollback moves never answers
+    rolls_back_at: float | None = None  # before its deadline, by itself (a reboot, say)
     # what happened
     confirmed_at: float | None = None
     told_at: float | None = None
@@ -78,7 +79,7 @@ class SimHost:
 
     @property
     def rollback_start(self) -> float | None:
-        starts = [t for t in (self.told_at,) if t is not None]
+        starts = [t for t in (self.told_at, self.rolls_back_at) if t is not None]
         if self.timer_fires:
             starts.append(self.deadline)
         if self.confirmed_at is not None:
@@ -224,6 +225,27 @@ def test_a_look_stalled_by_the_rollback_does_not_use_up_the_margin() -> None:
     assert outcome.rolled_back and outcome.cause == "hung", outcome
     done = 45.0 + ROLLBACK_TAKES
     assert host.clock.now <= done + confirm.POLL_LIMIT + 2 * LATENCY + 2
+
+
+def test_a_host_that_rolled_back_long_before_its_deadline_is_reported_at_once() -> None:
+    # Seen on the lab: a host rebooted in the middle of its change rolls the change back at
+    # boot. The controller, once it got through and read "rolled back", still slept until
+    # the deadline of a 900 s window before it said so.
+    spec = replace(seed_spec(), rollback_timeout=900)
+    outcome, host = run(spec=spec, apply_takes=10.0, reachable_after_end=False, rolls_back_at=60.0)
+    assert outcome.rolled_back and outcome.differences == () and outcome.cause == "early"
+    message = outcome.message(spec)
+    assert message.startswith("ROLLED BACK (rolled back before its deadline): the host has")
+    assert "a reboot during the change does that" in message
+    assert "once the host is up, run again" in message and "Fix the fleet file" not in message
+    assert host.clock.now <= 60.0 + ROLLBACK_TAKES + 2 * LATENCY + 2 + 2 * CONNECT_TIMEOUT
+
+
+def test_a_reboot_in_the_middle_of_the_apply_is_not_called_a_hung_apply() -> None:
+    # The apply never ended (the host went down under it); its status stays "running".
+    outcome, host = run(apply_takes=None, rolls_back_at=30.0)
+    assert outcome.rolled_back and outcome.cause == "early", outcome
+    assert host.clock.now <= 30.0 + ROLLBACK_TAKES + 2 * LATENCY + 2 + 2 * CONNECT_TIMEOUT
 
 
 def test_a_wrong_state_is_rolled_back_at_once() -> None:
