@@ -26,6 +26,7 @@ def _parser() -> argparse.ArgumentParser:
     for name, text in (
         ("ssh", "ssh into a host (through its management segment); after --, run one command"),
         ("gw", "run a command in a host's router namespace (its three gateways)"),
+        ("inside", "run a command on a host from the VM, not over ssh: a cut host answers"),
     ):
         s = sub.add_parser(name, help=text)
         s.add_argument("host")
@@ -124,6 +125,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _passthrough(
             client.gw(args.host, _cmd(args.cmd) or ["ip", "-br", "address"], timeout=None)
         )
+    if c == "inside":
+        return _passthrough(client.inside(args.host, _cmd(args.cmd) or ["true"], timeout=3600))
     if c == "vm":
         return _passthrough(
             client.vm_command(_cmd(args.cmd) or ["ip", "-br", "address"], timeout=None)

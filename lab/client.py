@@ -196,6 +196,25 @@ def cut(name: str, when: str | None = None, within: float = 300) -> None:
         vm.agent("cut", name, "--when", when, str(within), timeout=within + 60)
 
 
+def wait_for(name: str, path: str, within: float = 300, text: str | None = None) -> None:
+    """Block until the absolute `path` exists on the host (and holds `text`, if given), read
+    from inside the VM (so a cut host answers too); LabError after `within` seconds."""
+    check_host(name)
+    vm.agent(
+        "wait", name, path, str(within), *([] if text is None else [text]), timeout=within + 60
+    )
+
+
+def inside(
+    name: str, command: list[str] | str, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Runs a command on the host from inside the VM, not over ssh: it reaches a cut host
+    too (tests act on a host in the middle of a change, while the controller waits)."""
+    check_host(name)
+    cmd = command if isinstance(command, str) else _join(command)
+    return vm.agent_run("inside", name, cmd, timeout=timeout)
+
+
 def heal(name: str) -> None:
     check_host(name)
     vm.close_shared(run_dir(), name)

@@ -91,6 +91,17 @@ class Lab:
     def cut(self, host: str, when: str | None = None, within: float = 300) -> None:
         client.cut(host, when, within)
 
+    def wait_for(self, host: str, path: str, within: float = 300, text: str | None = None) -> None:
+        client.wait_for(host, path, within, text)
+
+    def inside(self, host: str, command: str) -> str:
+        """stdout of a command run on the host from the VM (no ssh: a cut host answers)."""
+        r = client.inside(host, command)
+        assert r.returncode == 0, (
+            f"{host} (from the VM): {command}: exit {r.returncode}: {r.stderr}"
+        )
+        return r.stdout
+
     def heal(self, host: str) -> None:
         client.heal(host)
 

@@ -6,6 +6,7 @@ the controller over the VM's control sshd. Output of `status` is JSON on stdout.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
@@ -235,6 +236,11 @@ def build_base(run: Path) -> None:
         (units / "multi-user.target.wants" / unit).symlink_to(f"../{unit}")
     if network:
         install_networkmanager(run, base)
+    iproute2 = str(config(run).get("iproute2") or "")
+    if iproute2:
+        # /sbin, /bin and /usr/sbin all lead to /usr/bin/ip on this machine's merged /usr.
+        (base / "usr/bin").mkdir(parents=True, exist_ok=True)
+        (base / "usr/bin/ip").symlink_to(Path(iproute2) / "ip")
     # Units that only cost boot time in a container under emulation (kernel modules, debug
     # filesystems, a per-login user manager, consoles, periodic cleanups).
     (base / "etc/systemd/system").mkdir(parents=True, exist_ok=True)
@@ -718,17 +724,37 @@ table inet labcut {
         raise RuntimeError(f"nft in {gw}: {r.stderr}")
 
 
-def cut_when(name: str, path: str, within: float) -> None:
-    """Cut as soon as `path` exists on the host: tests cut the controller's path at a chosen
-    moment of a run (a file the run writes), without racing it over ssh."""
+def wait_for(name: str, path: str, within: float, text: str | None = None) -> bool:
+    """Whether `path` appeared on the host (holding `text`, if given) within `within`
+    seconds. Read from the VM, so it answers while the host is cut or its sshd is down;
+    polled often, so callers act on the moment the run writes it, without racing it."""
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         pid = host_pid(name)
-        if pid is not None and Path(f"/proc/{pid}/root{path}").exists():
-            cut(name)
-            return
+        if pid is not None:
+            found = Path(f"/proc/{pid}/root{path}")
+            with contextlib.suppress(OSError):
+                if found.exists() and (text is None or text in found.read_text(errors="replace")):
+                    return True
         time.sleep(0.05)
-    raise RuntimeError(f"{path} did not appear on {name} within {within:g} s; nothing was cut")
+    return False
+
+
+def cut_when(name: str, path: str, within: float) -> None:
+    """Cut as soon as `path` exists on the host: tests cut the controller's path at a chosen
+    moment of a run (a file the run writes)."""
+    if not wait_for(name, path, within):
+        raise RuntimeError(f"{path} did not appear on {name} within {within:g} s; nothing was cut")
+    cut(name)
+
+
+def inside(name: str, command: str) -> int:
+    """Runs a shell command in every namespace of the host, from the VM: it reaches a cut
+    host, or one whose sshd is down. Output goes to the caller; returns its exit code."""
+    pid = host_pid(name)
+    if pid is None:
+        raise RuntimeError(f"{name} is not running; try `python -m lab reboot {name}`")
+    return subprocess.run(["nsenter", "-t", str(pid), "-a", "sh", "-c", command]).returncode
 
 
 def heal(name: str) -> None:
@@ -925,6 +951,14 @@ def main(argv: list[str]) -> int:
             cut_when(args[0], args[2], float(args[3]))
         elif verb == "cut":
             cut(args[0])
+        elif verb == "inside" and len(args) == 2:
+            return inside(args[0], args[1])
+        elif verb == "wait" and len(args) in (3, 4):
+            text = args[3] if len(args) == 4 else None
+            if not wait_for(args[0], args[1], float(args[2]), text):
+                what = args[1] if text is None else f"{text!r} in {args[1]}"
+                print(f"lab (in VM): {what} did not appear on {args[0]} within {args[2]} s")
+                return 1
         elif verb == "heal":
             heal(args[0])
         elif verb == "status":

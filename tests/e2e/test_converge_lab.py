@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -333,8 +332,9 @@ def test_cut_during_the_change_rolls_the_host_back(lab: Lab, fleet: Path, tmp_pa
         lab.cut(host, when=paths.ARMED, within=120)
         assert run.poll() is None
         # The window opens when the apply ends (seconds on the lab), then lasts
-        # rollback_timeout; the rollback itself takes seconds more. Heal only after it.
-        time.sleep(TEST_ROLLBACK_TIMEOUT + 90)
+        # rollback_timeout; the rollback itself takes seconds more. Heal only after it has
+        # finished, as the host itself records (read from the VM: the host is cut).
+        lab.wait_for(host, paths.ROLLBACK_STATUS, within=TEST_ROLLBACK_TIMEOUT + 240)
         lab.heal(host)
         out, _ = run.communicate(timeout=600)
         assert run.returncode != 0, out[-4000:]
