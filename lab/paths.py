@@ -39,3 +39,27 @@ def networkmanager_dir() -> Path:
     """What lab/build-networkmanager.sh builds, for the NetworkManager mode (any run dir)."""
     default = LAB_DIR / "cache" / f"networkmanager-{NETWORKMANAGER_VERSION}"
     return Path(os.environ.get("LAB_NM_DIR", default)).resolve()
+
+
+# The `ip` of AlmaLinux 8 (iproute 5.18.0), built by lab/build-iproute2.sh.
+IPROUTE2_VERSIONS = ("5.18.0",)
+
+
+def iproute2_dir() -> Path | None:
+    """The hosts' own `ip` build for LAB_IPROUTE2=VERSION; None: the machine's (Debian's 6.1)."""
+    version = os.environ.get("LAB_IPROUTE2", "")
+    if not version:
+        return None
+    if version not in IPROUTE2_VERSIONS:
+        raise LabError(
+            f"LAB_IPROUTE2={version!r}: use one of {', '.join(IPROUTE2_VERSIONS)}, or leave it "
+            "unset for this machine's ip"
+        )
+    default = LAB_DIR / "cache" / f"iproute2-{version}"
+    path = Path(os.environ.get("LAB_IPROUTE2_DIR", default)).resolve()
+    if not (path / "complete").exists():
+        raise LabError(
+            f"LAB_IPROUTE2={version}: no build in {path}; run `sh lab/build-iproute2.sh` first "
+            "(about 30 s)"
+        )
+    return path

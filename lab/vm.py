@@ -18,7 +18,7 @@ from pathlib import Path
 from lab import initramfs, keys
 from lab import topology as t
 from lab.errors import LabError
-from lab.paths import GUEST_DIR, cache_dir, networkmanager_dir, run_dir
+from lab.paths import GUEST_DIR, cache_dir, iproute2_dir, networkmanager_dir, run_dir
 
 QEMU = "qemu-system-x86_64"
 VIRTFS_OPTIONS = "security_model=passthrough,readonly=on,multidevs=remap"
@@ -152,6 +152,7 @@ def start(hosts: int, max_hosts: int) -> VmState:
                 "cgroup": cgroup_mode(),
                 "network": network_mode(init_mode(hosts)),
                 "networkmanager": str(networkmanager_dir()),
+                "iproute2": str(iproute2_dir() or ""),
             }
         )
         + "\n"

@@ -1,7 +1,8 @@
 """The tests of this folder need a lab whose hosts run the real NetworkManager (see
-lab/README.md, "NetworkManager mode"). Run alone, they bring up their own: an AlmaLinux 8
-shaped one (cgroup v1) of one host, beside the default lab. scripts/test.sh sets the same
-environment for its second run, which also takes the services tests."""
+lab/README.md, "NetworkManager mode"). Run alone, they bring up their own beside the default
+lab: one host shaped like AlmaLinux 8 (cgroup v1, iproute 5.18.0 as its `ip`).
+scripts/test.sh sets the same environment for its second run, which also takes the services
+tests."""
 
 import os
 import sys
@@ -13,6 +14,7 @@ sys.path.insert(0, str(ROOT))
 for key, value in {
     "LAB_NETWORK": "networkmanager",
     "LAB_CGROUP": "v1",
+    "LAB_IPROUTE2": "5.18.0",
     "LAB_HOSTS": "1",
     "LAB_RUN_DIR": str(ROOT / "lab" / "run-el8"),
     "LAB_BASE_PORT": "2300",
