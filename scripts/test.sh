@@ -26,8 +26,8 @@ stage tests python3 -m pytest --durations=25 "$@"
 # inside the VRF once more.
 # It runs beside no other lab (the one above is down by now unless LAB_KEEP=1).
 if [ "$#" -eq 0 ]; then
-    # Its NetworkManager and its `ip` (AlmaLinux 8's iproute 5.18.0): built once (about a
-    # minute each), then kept in lab/cache.
+    # Its NetworkManager and its `ip` (AlmaLinux 8's iproute 5.18.0): built once (about two
+    # minutes and 30 s), then kept in lab/cache.
     stage build-networkmanager sh lab/build-networkmanager.sh
     stage build-iproute2 sh lab/build-iproute2.sh
     stage el8-lab env LAB_CGROUP=v1 LAB_NETWORK=networkmanager LAB_IPROUTE2=5.18.0 LAB_HOSTS=1 \

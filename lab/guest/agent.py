@@ -733,8 +733,8 @@ def wait_for(name: str, path: str, within: float, text: str | None = None) -> bo
         pid = host_pid(name)
         if pid is not None:
             found = Path(f"/proc/{pid}/root{path}")
-            with contextlib.suppress(OSError):
-                if found.exists() and (text is None or text in found.read_text(errors="replace")):
+            with contextlib.suppress(OSError):  # not there yet, or gone with a reboot
+                if text in found.read_text(errors="replace") if text else found.exists():
                     return True
         time.sleep(0.05)
     return False
@@ -748,13 +748,18 @@ def cut_when(name: str, path: str, within: float) -> None:
     cut(name)
 
 
+def in_host(pid: int, command: str) -> list[str]:
+    """argv running a shell command in every namespace of the host whose init is `pid`."""
+    return ["nsenter", "-t", str(pid), "-a", "sh", "-c", command]
+
+
 def inside(name: str, command: str) -> int:
-    """Runs a shell command in every namespace of the host, from the VM: it reaches a cut
-    host, or one whose sshd is down. Output goes to the caller; returns its exit code."""
+    """Runs a shell command on the host from the VM: it reaches a cut host, or one whose
+    sshd is down. Output goes to the caller; returns its exit code."""
     pid = host_pid(name)
     if pid is None:
         raise RuntimeError(f"{name} is not running; try `python -m lab reboot {name}`")
-    return subprocess.run(["nsenter", "-t", str(pid), "-a", "sh", "-c", command]).returncode
+    return subprocess.run(in_host(pid, command)).returncode
 
 
 def heal(name: str) -> None:
@@ -880,7 +885,7 @@ def diagnostics() -> str:
             continue
         looks = HOST_DIAGNOSTICS if MODE["init"] == "systemd" else RUNNER_DIAGNOSTICS
         for look in looks:
-            run(f"{name}: {look}", ["nsenter", "-t", str(pid), "-a", "sh", "-c", look])
+            run(f"{name}: {look}", in_host(pid, look))
     return "\n".join(out)
 
 
