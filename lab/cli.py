@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Callable
 
 from lab import client
 from lab.errors import LabError
@@ -131,7 +132,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _passthrough(
             client.vm_command(_cmd(args.cmd) or ["ip", "-br", "address"], timeout=None)
         )
-    actions = {
+    actions: dict[str, Callable[[str], None]] = {
         "reboot": client.reboot,
         "reset": client.reset,
         "cut": client.cut,

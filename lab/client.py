@@ -167,22 +167,27 @@ def vm_command(
     return vm.vm_run(command if isinstance(command, str) else _join(command), timeout=timeout)
 
 
-def reboot(name: str) -> None:
-    check_host(name)
-    vm.close_shared(run_dir(), name)
-    vm.agent("reboot", name)
+def _boot(verb: str, names: tuple[str, ...]) -> None:
+    for name in names:
+        check_host(name)
+        vm.close_shared(run_dir(), name)
+    # Several hosts boot at once (the agent waits for all): allow each its own minutes.
+    vm.agent(verb, *names, timeout=300 + 60 * (len(names) - 1))
 
 
-def reset(name: str) -> None:
-    check_host(name)
-    vm.close_shared(run_dir(), name)
-    vm.agent("reset", name)
+def reboot(*names: str) -> None:
+    """Wipe the hosts' network state and run their boot path (all at once); files are kept."""
+    _boot("reboot", names)
 
 
-def seed_broken(name: str) -> None:
-    check_host(name)
-    vm.close_shared(run_dir(), name)
-    vm.agent("seed-broken", name)
+def reset(*names: str) -> None:
+    """Like reboot, and also drop every file written on the hosts."""
+    _boot("reset", names)
+
+
+def seed_broken(*names: str) -> None:
+    """The blog's broken state on the hosts: its six ifcfg files, then a reboot."""
+    _boot("seed-broken", names)
 
 
 def cut(name: str, when: str | None = None, within: float = 300) -> None:

@@ -82,11 +82,12 @@ class Lab:
         """The next command opens a new ssh session (one from after a network change)."""
         client.new_connections([host])
 
-    def reboot(self, host: str) -> None:
-        client.reboot(host)
+    def reboot(self, *hosts: str) -> None:
+        """All at once: several hosts take little longer than one."""
+        client.reboot(*hosts)
 
-    def reset(self, host: str) -> None:
-        client.reset(host)
+    def reset(self, *hosts: str) -> None:
+        client.reset(*hosts)
 
     def cut(self, host: str, when: str | None = None, within: float = 300) -> None:
         client.cut(host, when, within)
@@ -105,8 +106,8 @@ class Lab:
     def heal(self, host: str) -> None:
         client.heal(host)
 
-    def seed_broken(self, host: str) -> None:
-        client.seed_broken(host)
+    def seed_broken(self, *hosts: str) -> None:
+        client.seed_broken(*hosts)
 
     def status(self) -> dict[str, Any]:
         return client.status()

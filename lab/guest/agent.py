@@ -655,18 +655,25 @@ def ensure_hosts(run: Path, count: int, timeout: float = 600) -> None:
         raise RuntimeError(f"hosts did not finish booting: {', '.join(missing)}")
 
 
-def reboot(run: Path, name: str) -> None:
-    stop_host(name)
-    start_host(run, t.host_index(name))
-    missing = wait_ready([name], 120)
+def boot(run: Path, names: list[str], wipe: bool = False) -> None:
+    """Stops the hosts, then starts them all before waiting for any: a boot is mostly waiting
+    (units, sshd), so several at once take little longer than one. `wipe` also drops every
+    file written on the host, but its identity (host key, hostname, machine id)."""
+    for name in names:
+        stop_host(name)
+        if wipe:
+            wipe_files(name)
+    for name in names:
+        start_host(run, t.host_index(name))
+    missing = wait_ready(names, 120 + 30 * (len(names) - 1))
     if missing:
         raise RuntimeError(
-            f"{name} did not finish booting; see {host_dir(name)}/init.log in the VM"
+            f"{', '.join(missing)} did not finish booting; see "
+            f"{host_dir(missing[0])}/init.log in the VM"
         )
 
 
-def reset(run: Path, name: str) -> None:
-    stop_host(name)
+def wipe_files(name: str) -> None:
     upper = host_dir(name) / "upper"
     keep = {
         "etc/ssh/ssh_host_ed25519_key",
@@ -685,9 +692,6 @@ def reset(run: Path, name: str) -> None:
         (upper / k).parent.mkdir(parents=True, exist_ok=True)
         (upper / k).write_bytes(data)
         (upper / k).chmod(mode)
-    start_host(run, t.host_index(name))
-    if wait_ready([name], 120):
-        raise RuntimeError(f"{name} did not finish booting after reset")
 
 
 def host_root(name: str) -> Path:
@@ -697,11 +701,12 @@ def host_root(name: str) -> Path:
     return Path(f"/proc/{pid}/root")
 
 
-def seed_broken(run: Path, name: str) -> None:
-    scripts = host_root(name) / "etc/sysconfig/network-scripts"
-    for fname, text in blog.broken_files().items():
-        write(scripts / fname, text)
-    reboot(run, name)
+def seed_broken(run: Path, names: list[str]) -> None:
+    for name in names:
+        scripts = host_root(name) / "etc/sysconfig/network-scripts"
+        for fname, text in blog.broken_files().items():
+            write(scripts / fname, text)
+    boot(run, names)
 
 
 def cut(name: str) -> None:
@@ -947,11 +952,11 @@ def main(argv: list[str]) -> int:
         if verb == "ensure-hosts":
             ensure_hosts(run, int(args[0]))
         elif verb == "reboot":
-            reboot(run, args[0])
+            boot(run, args)
         elif verb == "reset":
-            reset(run, args[0])
+            boot(run, args, wipe=True)
         elif verb == "seed-broken":
-            seed_broken(run, args[0])
+            seed_broken(run, args)
         elif verb == "cut" and len(args) == 4 and args[1] == "--when":
             cut_when(args[0], args[2], float(args[3]))
         elif verb == "cut":

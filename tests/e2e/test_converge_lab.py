@@ -61,10 +61,9 @@ def first(lab: Lab, fleet: Path, tmp_path_factory: pytest.TempPathFactory) -> Fi
     """One run over three hosts: lab1 from the blog's broken state and lab2 from a clean boot
     converge; lab3, also broken, has a management gateway that cuts ssh and rolls back."""
     hosts, wrong = lab.hosts[:2], lab.hosts[2]
-    for host in lab.hosts[:3]:
-        lab.reset(host)
+    lab.reset(*lab.hosts[:3])
+    lab.seed_broken(hosts[0], wrong)
     for host in (hosts[0], wrong):
-        lab.seed_broken(host)
         assert len(defaults(lab, host, 4, "main")) == 2  # the blog's duplicate defaults
     mixed = wrong_gateway_fleet(fleet, wrong, tmp_path_factory.mktemp("fleet") / "fleet.toml")
     before = fact(mixed, wrong, "VrfHostState")
@@ -302,8 +301,7 @@ def test_unreachable_host_fails_the_run_and_the_others_converge(
     lab: Lab, fleet: Path, tmp_path: Path
 ) -> None:
     good, cut = lab.hosts[1], lab.hosts[2]
-    lab.reset(good)
-    lab.reset(cut)
+    lab.reset(good, cut)
     lab.cut(cut)
     try:
         run = converge(cut_host_fleet(fleet, cut, tmp_path / "fleet.toml"), [good, cut])

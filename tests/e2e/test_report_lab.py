@@ -63,14 +63,12 @@ def snapshots(lab: Lab, hosts: list[str]) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def fleet(lab: Lab) -> Iterator[Path]:
     """Every lab host converged (the report covers the whole inventory); reset at the end."""
-    for host in lab.hosts:
-        lab.reset(host)
+    lab.reset(*lab.hosts)
     run = converge(lab.fleet_file, lab.hosts)
     assert run.returncode == 0, (run.stdout + run.stderr)[-4000:]
     assert results(run) == (len(lab.hosts), 0, 0)
     yield lab.fleet_file
-    for host in lab.hosts:
-        lab.reset(host)
+    lab.reset(*lab.hosts)
 
 
 def test_converged_fleet_reports_converged(lab: Lab, fleet: Path) -> None:

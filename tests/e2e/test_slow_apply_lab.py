@@ -80,8 +80,8 @@ class SlowRun:
 @pytest.fixture(scope="module")
 def slow(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlowRun]:
     hosts = lab.hosts[:3]
+    lab.reset(*hosts)
     for host in hosts:
-        lab.reset(host)
         install_slow(lab, host)
         lab.check(host, "touch /run/lab-slow")
     out = tmp_path_factory.mktemp("slow") / "fleet.toml"
@@ -90,8 +90,7 @@ def slow(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlowRun
     run = converge(fleet, hosts)
     logs = {host: lab.check(host, f"cat {paths.RUN_LOG}") for host in hosts}
     yield SlowRun(hosts, run, logs)
-    for host in hosts:
-        lab.reset(host)
+    lab.reset(*hosts)
 
 
 def test_slow_applies_all_at_once_are_all_confirmed(lab: Lab, slow: SlowRun) -> None:
