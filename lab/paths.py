@@ -32,12 +32,31 @@ def cache_dir() -> Path:
     return run_dir() / "cache"
 
 
-NETWORKMANAGER_VERSION = "1.42.4"
+# The NetworkManager versions the lab's hosts can run (LAB_NM), each built by
+# lab/build-networkmanager.sh, with the AlmaLinux release that ships it: the hosts say they
+# are that release. 1.54.0 (AlmaLinux 10, keyfile plugin only) builds, but the lab's hosts
+# still come with ifcfg files, which it cannot read.
+NETWORKMANAGER_RELEASES = {
+    "1.40.16": ("8.10", "Cerulean Leopard"),
+    "1.42.4": ("9.2", "Turquoise Kodkod"),
+    "1.48.10": ("9.5", "Teal Serval"),
+}
+DEFAULT_NETWORKMANAGER = "1.42.4"
+
+
+def networkmanager_version() -> str:
+    version = os.environ.get("LAB_NM", DEFAULT_NETWORKMANAGER)
+    if version not in NETWORKMANAGER_RELEASES:
+        raise LabError(
+            f"LAB_NM={version!r}: use one of {', '.join(NETWORKMANAGER_RELEASES)}, or leave it "
+            f"unset for {DEFAULT_NETWORKMANAGER}"
+        )
+    return version
 
 
 def networkmanager_dir() -> Path:
-    """What lab/build-networkmanager.sh builds, for the NetworkManager mode (any run dir)."""
-    default = LAB_DIR / "cache" / f"networkmanager-{NETWORKMANAGER_VERSION}"
+    """What lab/build-networkmanager.sh builds of LAB_NM's version (any run dir)."""
+    default = LAB_DIR / "cache" / f"networkmanager-{networkmanager_version()}"
     return Path(os.environ.get("LAB_NM_DIR", default)).resolve()
 
 

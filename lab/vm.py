@@ -18,7 +18,14 @@ from pathlib import Path
 from lab import initramfs, keys
 from lab import topology as t
 from lab.errors import LabError
-from lab.paths import GUEST_DIR, cache_dir, iproute2_dir, networkmanager_dir, run_dir
+from lab.paths import (
+    GUEST_DIR,
+    cache_dir,
+    iproute2_dir,
+    networkmanager_dir,
+    networkmanager_version,
+    run_dir,
+)
 
 QEMU = "qemu-system-x86_64"
 VIRTFS_OPTIONS = "security_model=passthrough,readonly=on,multidevs=remap"
@@ -119,7 +126,8 @@ def network_mode(init: str) -> str:
         if not (networkmanager_dir() / "complete").exists():
             raise LabError(
                 f"LAB_NETWORK=networkmanager: no NetworkManager build in {networkmanager_dir()}; "
-                "run `sh lab/build-networkmanager.sh` first (about a minute)"
+                f"run `sh lab/build-networkmanager.sh {networkmanager_version()}` first (one to "
+                "three minutes)"
             )
     return mode
 
@@ -152,6 +160,7 @@ def start(hosts: int, max_hosts: int) -> VmState:
                 "cgroup": cgroup_mode(),
                 "network": network_mode(init_mode(hosts)),
                 "networkmanager": str(networkmanager_dir()),
+                "networkmanager_version": networkmanager_version(),
                 "iproute2": str(iproute2_dir() or ""),
             }
         )

@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from lab import topology as t  # noqa: E402
 from lab.guest import blog  # noqa: E402
+from lab.paths import NETWORKMANAGER_RELEASES  # noqa: E402
 
 STATE = Path("/.lab/state")
 GUEST = Path(__file__).resolve().parent
@@ -187,17 +188,19 @@ def config(run: Path) -> dict[str, object]:
 
 
 OS_RELEASE = """NAME="AlmaLinux"
-VERSION="8.7 (Stone Smilodon)"
+VERSION="{version} ({name})"
 ID="almalinux"
 ID_LIKE="rhel centos fedora"
-VERSION_ID="8.7"
-PLATFORM_ID="platform:el8"
-PRETTY_NAME="AlmaLinux 8.7 (Stone Smilodon)"
+VERSION_ID="{version}"
+PLATFORM_ID="platform:el{major}"
+PRETTY_NAME="AlmaLinux {version} ({name})"
 ANSI_COLOR="0;34"
 LOGO="fedora-logo-icon"
-CPE_NAME="cpe:/o:almalinux:almalinux:8::baseos"
+CPE_NAME="cpe:/o:almalinux:almalinux:{major}::baseos"
 HOME_URL="https://almalinux.org/"
 """
+# The blog's release; a NetworkManager host says the release that ships its version.
+BLOG_RELEASE = ("8.7", "Stone Smilodon")
 
 
 ROOT_BASH_PROFILE = """# .bash_profile
@@ -226,7 +229,11 @@ def opaque(path: Path) -> None:
 def build_base(run: Path) -> None:
     """The layer every host shares above the machine's root: what makes it look like EL8."""
     base = STATE / "base"
-    write(base / "etc/os-release", OS_RELEASE)
+    version, codename = BLOG_RELEASE
+    if MODE["network"] == "networkmanager":
+        version, codename = NETWORKMANAGER_RELEASES[str(config(run)["networkmanager_version"])]
+    release = {"version": version, "name": codename, "major": version.split(".")[0]}
+    write(base / "etc/os-release", OS_RELEASE.format(**release))
     write(base / "usr/lib/lab/network.batch", "\n".join(host_network_batch()) + "\n")
     units = base / "usr/lib/systemd/system"
     write(units / "lab-network.service", LAB_NETWORK_UNIT)
@@ -256,8 +263,8 @@ def build_base(run: Path) -> None:
         "HostKey /etc/ssh/ssh_host_ed25519_key\n"
         f"ForceCommand . {shlex.quote(str(GUEST / 'session.sh'))}\n",
     )
-    write(base / "etc/redhat-release", "AlmaLinux release 8.7 (Stone Smilodon)\n")
-    write(base / "etc/almalinux-release", "AlmaLinux release 8.7 (Stone Smilodon)\n")
+    for name in ("redhat-release", "almalinux-release"):
+        write(base / "etc" / name, "AlmaLinux release {version} ({name})\n".format(**release))
     for name, text in blog.clean_ifcfg().items():
         write(base / "etc/sysconfig/network-scripts" / name, text)
     (base / "etc/NetworkManager/system-connections").mkdir(parents=True, exist_ok=True)
@@ -302,6 +309,12 @@ def install_networkmanager(run: Path, base: Path) -> None:
     (plugins / "libnm-settings-plugin-ifcfg-rh.so").symlink_to(
         built / "libnm-settings-plugin-ifcfg-rh.so"
     )
+    if (built / "libnm.so.0").exists():
+        # nmcli built with its own libnm (not Debian's, of another version): where the
+        # host's loader finds it.
+        lib = base / "usr/lib/x86_64-linux-gnu"
+        lib.mkdir(parents=True, exist_ok=True)
+        (lib / "libnm.so.0").symlink_to(built / "libnm.so.0")
     (base / "usr/sbin").mkdir(parents=True, exist_ok=True)
     (base / "usr/sbin/NetworkManager").symlink_to(built / "NetworkManager")
     (base / "usr/bin").mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,7 @@
 """The tests of this folder need a lab whose hosts run the real NetworkManager (see
 lab/README.md, "NetworkManager mode"). Run alone, they bring up their own beside the default
-lab: one host shaped like AlmaLinux 8 (cgroup v1, iproute 5.18.0 as its `ip`).
+lab: one host shaped like AlmaLinux 8.10 (cgroup v1, NetworkManager 1.40.16, iproute 5.18.0 as
+its `ip`).
 scripts/test.sh sets the same environment for its second run, which also takes the services
 tests."""
 
@@ -13,6 +14,7 @@ sys.path.insert(0, str(ROOT))
 
 for key, value in {
     "LAB_NETWORK": "networkmanager",
+    "LAB_NM": "1.40.16",
     "LAB_CGROUP": "v1",
     "LAB_IPROUTE2": "5.18.0",
     "LAB_HOSTS": "1",

@@ -114,7 +114,7 @@ def test_a_keyfile_host_converges_reboots_and_is_given_its_profile_back(
     run = converge(lab.fleet_file, [host])
     assert results(run) == (1, 0, 0), (run.stdout + run.stderr)[-4000:]
     text = assert_operator_keys_kept(lab, host, original, "live")
-    # NetworkManager 1.42 writes master=/slave-type=; the file keeps its uuid and name.
+    # NetworkManager before 1.46 writes master=/slave-type=; the file keeps its uuid and name.
     edited = keys(text)
     assert edited[("connection", "master")] == "mgmt0", text
     assert edited[("connection", "slave-type")] == "vrf", text

@@ -1,4 +1,5 @@
-"""The blog's files and ours, read by a real NetworkManager (1.42.4, ifcfg-rh plugin) at boot.
+"""The blog's files and ours, read by a real NetworkManager (ifcfg-rh plugin) at boot: the
+version of LAB_NM, 1.40.16 (AlmaLinux 8.10's) in scripts/test.sh.
 
 The lab host runs NetworkManager under systemd as AlmaLinux does; `lab reboot` gives it a
 fresh network namespace, so whatever it shows after a reboot comes from the files alone.
