@@ -7,6 +7,7 @@ from pathlib import Path
 
 from lab import keys
 from lab import topology as t
+from lab.paths import host_networkmanager
 
 
 def _q(value: str) -> str:
@@ -72,9 +73,12 @@ def hosts_json(run: Path, hosts: int) -> dict[str, object]:
         }
         for seg in t.SEGMENTS
     }
+    vm = json.loads((run / "vm.json").read_text())
+    builds = [str(b["version"]) for b in vm.get("networkmanager") or []]
+    nm = vm.get("network") == "networkmanager" and builds
     return {
         "ssh_user": "root",
-        "init": json.loads((run / "vm.json").read_text()).get("init", "runner"),
+        "init": vm.get("init", "runner"),
         "ssh_key": str(keys.client_key(run)),
         "ssh_known_hosts_file": str(keys.known_hosts(run)),
         "control_port": t.control_port(),
@@ -89,6 +93,8 @@ def hosts_json(run: Path, hosts: int) -> dict[str, object]:
                 "ssh_port": t.host_port(i),
                 "router_netns": t.router_ns(t.host_name(i)),
                 "interfaces": segments,
+                # The NetworkManager version it runs; null: none (the lab's own script).
+                "networkmanager": host_networkmanager(builds, i) if nm else None,
             }
             for i in range(1, hosts + 1)
         },

@@ -44,19 +44,31 @@ NETWORKMANAGER_RELEASES = {
 DEFAULT_NETWORKMANAGER = "1.42.4"
 
 
-def networkmanager_version() -> str:
-    version = os.environ.get("LAB_NM", DEFAULT_NETWORKMANAGER)
-    if version not in NETWORKMANAGER_RELEASES:
-        raise LabError(
-            f"LAB_NM={version!r}: use one of {', '.join(NETWORKMANAGER_RELEASES)}, or leave it "
-            f"unset for {DEFAULT_NETWORKMANAGER}"
-        )
-    return version
+def networkmanager_versions() -> list[str]:
+    """LAB_NM: one version for every host, or a comma-separated list: lab1 runs the first,
+    lab2 the second, ..., and the hosts beyond the list the last one."""
+    raw = os.environ.get("LAB_NM", DEFAULT_NETWORKMANAGER)
+    versions = [v.strip() for v in raw.split(",")]
+    for version in versions:
+        if version not in NETWORKMANAGER_RELEASES:
+            raise LabError(
+                f"LAB_NM={raw!r}: {version!r} is not a version the lab runs; use one of "
+                f"{', '.join(NETWORKMANAGER_RELEASES)} (or a comma-separated list of them, "
+                f"one per host), or leave it unset for {DEFAULT_NETWORKMANAGER}"
+            )
+    if "LAB_NM_DIR" in os.environ and len(set(versions)) > 1:
+        raise LabError(f"LAB_NM_DIR names one build, LAB_NM={raw!r} asks for several")
+    return versions
 
 
-def networkmanager_dir() -> Path:
-    """What lab/build-networkmanager.sh builds of LAB_NM's version (any run dir)."""
-    default = LAB_DIR / "cache" / f"networkmanager-{networkmanager_version()}"
+def host_networkmanager(versions: list[str], index: int) -> str:
+    """The version host `index` (1-based) runs."""
+    return versions[min(index, len(versions)) - 1]
+
+
+def networkmanager_dir(version: str) -> Path:
+    """What lab/build-networkmanager.sh builds of `version` (any run dir)."""
+    default = LAB_DIR / "cache" / f"networkmanager-{version}"
     return Path(os.environ.get("LAB_NM_DIR", default)).resolve()
 
 

@@ -41,6 +41,11 @@ class Lab:
         """How the running lab was booted: init, cgroup and network modes (vm.json)."""
         return dict(json.loads((self.run / "vm.json").read_text()))
 
+    def networkmanager(self, host: str) -> str | None:
+        """The NetworkManager version the host runs (LAB_NM); None: the lab's own script."""
+        version = self.info["hosts"][host].get("networkmanager")
+        return None if version is None else str(version)
+
     def port(self, host: str) -> int:
         return int(self.info["hosts"][host]["ssh_port"])
 

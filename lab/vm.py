@@ -23,7 +23,7 @@ from lab.paths import (
     cache_dir,
     iproute2_dir,
     networkmanager_dir,
-    networkmanager_version,
+    networkmanager_versions,
     run_dir,
 )
 
@@ -123,12 +123,13 @@ def network_mode(init: str) -> str:
                 "LAB_NETWORK=networkmanager needs systemd on the hosts: at most "
                 f"{SYSTEMD_MAX_HOSTS} hosts and LAB_INIT unset or 'systemd'"
             )
-        if not (networkmanager_dir() / "complete").exists():
-            raise LabError(
-                f"LAB_NETWORK=networkmanager: no NetworkManager build in {networkmanager_dir()}; "
-                f"run `sh lab/build-networkmanager.sh {networkmanager_version()}` first (one to "
-                "three minutes)"
-            )
+        for version in networkmanager_versions():
+            if not (networkmanager_dir(version) / "complete").exists():
+                raise LabError(
+                    f"LAB_NETWORK=networkmanager: no NetworkManager {version} build in "
+                    f"{networkmanager_dir(version)}; run `sh lab/build-networkmanager.sh "
+                    f"{version}` first (one to three minutes)"
+                )
     return mode
 
 
@@ -159,8 +160,11 @@ def start(hosts: int, max_hosts: int) -> VmState:
                 "init": init_mode(hosts),
                 "cgroup": cgroup_mode(),
                 "network": network_mode(init_mode(hosts)),
-                "networkmanager": str(networkmanager_dir()),
-                "networkmanager_version": networkmanager_version(),
+                # Host N runs the N-th version (the last one beyond the list).
+                "networkmanager": [
+                    {"version": v, "dir": str(networkmanager_dir(v))}
+                    for v in networkmanager_versions()
+                ],
                 "iproute2": str(iproute2_dir() or ""),
             }
         )

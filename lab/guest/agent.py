@@ -229,11 +229,7 @@ def opaque(path: Path) -> None:
 def build_base(run: Path) -> None:
     """The layer every host shares above the machine's root: what makes it look like EL8."""
     base = STATE / "base"
-    version, codename = BLOG_RELEASE
-    if MODE["network"] == "networkmanager":
-        version, codename = NETWORKMANAGER_RELEASES[str(config(run)["networkmanager_version"])]
-    release = {"version": version, "name": codename, "major": version.split(".")[0]}
-    write(base / "etc/os-release", OS_RELEASE.format(**release))
+    write_release(base, *BLOG_RELEASE)
     write(base / "usr/lib/lab/network.batch", "\n".join(host_network_batch()) + "\n")
     units = base / "usr/lib/systemd/system"
     write(units / "lab-network.service", LAB_NETWORK_UNIT)
@@ -242,7 +238,10 @@ def build_base(run: Path) -> None:
     for unit in (network or "lab-network.service", "ssh.service"):
         (units / "multi-user.target.wants" / unit).symlink_to(f"../{unit}")
     if network:
-        install_networkmanager(run, base)
+        for version, built in networkmanager_builds(run).items():
+            layer = STATE / f"nm-{version}"
+            install_networkmanager(layer, built)
+            write_release(layer, *NETWORKMANAGER_RELEASES[version])
     iproute2 = str(config(run).get("iproute2") or "")
     if iproute2:
         # /sbin, /bin and /usr/sbin all lead to /usr/bin/ip on this machine's merged /usr.
@@ -263,8 +262,6 @@ def build_base(run: Path) -> None:
         "HostKey /etc/ssh/ssh_host_ed25519_key\n"
         f"ForceCommand . {shlex.quote(str(GUEST / 'session.sh'))}\n",
     )
-    for name in ("redhat-release", "almalinux-release"):
-        write(base / "etc" / name, "AlmaLinux release {version} ({name})\n".format(**release))
     for name, text in blog.clean_ifcfg().items():
         write(base / "etc/sysconfig/network-scripts" / name, text)
     (base / "etc/NetworkManager/system-connections").mkdir(parents=True, exist_ok=True)
@@ -293,10 +290,36 @@ def build_base(run: Path) -> None:
     write(ssh / "authorized_keys", (run / "id_ed25519.pub").read_text(), 0o600)
 
 
-def install_networkmanager(run: Path, base: Path) -> None:
+def write_release(layer: Path, version: str, codename: str) -> None:
+    release = {"version": version, "name": codename, "major": version.split(".")[0]}
+    write(layer / "etc/os-release", OS_RELEASE.format(**release))
+    for name in ("redhat-release", "almalinux-release"):
+        write(layer / "etc" / name, "AlmaLinux release {version} ({name})\n".format(**release))
+
+
+def networkmanager_builds(run: Path) -> dict[str, Path]:
+    """Each NetworkManager version the lab's hosts run, with its build."""
+    return {str(b["version"]): Path(str(b["dir"])) for b in nm_list(run)}
+
+
+def nm_list(run: Path) -> list[dict[str, object]]:
+    builds = config(run).get("networkmanager") or []
+    assert isinstance(builds, list)
+    return builds
+
+
+def host_layers(run: Path, index: int) -> list[Path]:
+    """The layers above the shared base of host `index`: its NetworkManager's, if any."""
+    builds = nm_list(run)
+    if MODE["network"] != "networkmanager" or not builds:
+        return []
+    return [STATE / f"nm-{builds[min(index, len(builds)) - 1]['version']}"]
+
+
+def install_networkmanager(base: Path, built: Path) -> None:
     """NetworkManager with the ifcfg-rh plugin where AlmaLinux has it, owning eth0..eth2 from
-    the host's ifcfg files and keyfiles; the lab's own addressing script is not enabled."""
-    built = Path(str(config(run)["networkmanager"]))
+    the host's ifcfg files and keyfiles; the lab's own addressing script is not enabled.
+    `base`: the layer of the hosts that run this build."""
     units = base / "usr/lib/systemd/system"
     write(units / "NetworkManager.service", NM_UNIT)
     write(units / "NetworkManager-wait-online.service", NM_WAIT_ONLINE_UNIT)
@@ -544,10 +567,11 @@ def start_host(run: Path, index: int) -> None:
 
     if MODE["init"] == "systemd":
         root = d / "root"
+        lower = ":".join(map(str, [*host_layers(run, index), STATE / "base", "/.lab/ro"]))
         if not os.path.ismount(root):
             sh(
                 "mount", "-t", "overlay", f"lab-{name}", "-o",
-                f"lowerdir={STATE / 'base'}:/.lab/ro,upperdir={d / 'upper'},workdir={d / 'work'}",
+                f"lowerdir={lower},upperdir={d / 'upper'},workdir={d / 'work'}",
                 str(root),
             )  # fmt: skip
         proc = subprocess.Popen(
