@@ -228,7 +228,7 @@ def test_a_dry_runs_diff_of_a_keyfile_with_802_1x_hides_the_password() -> None:
     assert not [line for line in lines if "hunter2" in line]
 
 
-VERSIONS = ["1.42.4", "1.48.10", "1.54.0"]
+VERSIONS = ["1.40.16", "1.42.4", "1.48.10", "1.54.0"]
 
 
 @pytest.mark.parametrize("version", VERSIONS)
