@@ -34,13 +34,16 @@ def cache_dir() -> Path:
 
 # The NetworkManager versions the lab's hosts can run (LAB_NM), each built by
 # lab/build-networkmanager.sh, with the AlmaLinux release that ships it: the hosts say they
-# are that release. 1.54.0 (AlmaLinux 10, keyfile plugin only) builds, but the lab's hosts
-# still come with ifcfg files, which it cannot read.
+# are that release.
 NETWORKMANAGER_RELEASES = {
     "1.40.16": ("8.10", "Cerulean Leopard"),
     "1.42.4": ("9.2", "Turquoise Kodkod"),
     "1.48.10": ("9.5", "Teal Serval"),
+    "1.54.0": ("10.1", "Heliotrope Lion"),
 }
+# Built without ifcfg-rh, as AlmaLinux 10 ships it: its hosts come with the keyfiles an
+# installer writes and no ifcfg file.
+KEYFILE_ONLY = ("1.54.0",)
 DEFAULT_NETWORKMANAGER = "1.42.4"
 
 

@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from lab import topology as t  # noqa: E402
 from lab.guest import blog  # noqa: E402
-from lab.paths import NETWORKMANAGER_RELEASES  # noqa: E402
+from lab.paths import KEYFILE_ONLY, NETWORKMANAGER_RELEASES  # noqa: E402
 
 STATE = Path("/.lab/state")
 GUEST = Path(__file__).resolve().parent
@@ -242,6 +242,8 @@ def build_base(run: Path) -> None:
             layer = STATE / f"nm-{version}"
             install_networkmanager(layer, built)
             write_release(layer, *NETWORKMANAGER_RELEASES[version])
+            if version in KEYFILE_ONLY:
+                install_keyfiles(layer, built)
     iproute2 = str(config(run).get("iproute2") or "")
     if iproute2:
         # /sbin, /bin and /usr/sbin all lead to /usr/bin/ip on this machine's merged /usr.
@@ -297,6 +299,26 @@ def write_release(layer: Path, version: str, codename: str) -> None:
         write(layer / "etc" / name, "AlmaLinux release {version} ({name})\n".format(**release))
 
 
+def install_keyfiles(layer: Path, built: Path) -> None:
+    """The clean host's profiles as keyfiles written by that NetworkManager's own nmcli (as an
+    AlmaLinux 10 installer leaves them), and no ifcfg file: it could not read one."""
+    opaque(layer / "etc/sysconfig/network-scripts")
+    connections = layer / "etc/NetworkManager/system-connections"
+    connections.mkdir(parents=True, exist_ok=True)
+    connections.chmod(0o700)
+    env = {**os.environ, "LD_LIBRARY_PATH": str(built)}
+    for name, args in blog.clean_profiles().items():
+        r = subprocess.run(
+            [str(built / "nmcli"), "--offline", "connection", "add", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        if r.returncode != 0:
+            raise RuntimeError(f"nmcli --offline for {name}: {r.stderr.strip()}")
+        write(connections / f"{name}.nmconnection", r.stdout, 0o600)
+
+
 def networkmanager_builds(run: Path) -> dict[str, Path]:
     """Each NetworkManager version the lab's hosts run, with its build."""
     return {str(b["version"]): Path(str(b["dir"])) for b in nm_list(run)}
@@ -327,11 +349,11 @@ def install_networkmanager(base: Path, built: Path) -> None:
     (units / "network-online.target.wants/NetworkManager-wait-online.service").symlink_to(
         "../NetworkManager-wait-online.service"
     )
-    plugins = base / (built / "plugindir").read_text().strip().lstrip("/")
-    plugins.mkdir(parents=True, exist_ok=True)
-    (plugins / "libnm-settings-plugin-ifcfg-rh.so").symlink_to(
-        built / "libnm-settings-plugin-ifcfg-rh.so"
-    )
+    ifcfg = built / "libnm-settings-plugin-ifcfg-rh.so"
+    if ifcfg.exists():
+        plugins = base / (built / "plugindir").read_text().strip().lstrip("/")
+        plugins.mkdir(parents=True, exist_ok=True)
+        (plugins / ifcfg.name).symlink_to(ifcfg)
     if (built / "libnm.so.0").exists():
         # nmcli built with its own libnm (not Debian's, of another version): where the
         # host's loader finds it.
@@ -344,7 +366,8 @@ def install_networkmanager(base: Path, built: Path) -> None:
     for tool in ("nmcli", "nm-online"):
         (base / "usr/bin" / tool).symlink_to(built / tool)
     for policy in ("org.freedesktop.NetworkManager.conf", "nm-ifcfg-rh.conf"):
-        write(base / "usr/share/dbus-1/system.d" / policy, (built / policy).read_text())
+        if (built / policy).exists():
+            write(base / "usr/share/dbus-1/system.d" / policy, (built / policy).read_text())
     write(base / "etc/NetworkManager/NetworkManager.conf", NM_CONF)
     for d in ("etc/NetworkManager/conf.d", "var/lib/NetworkManager", "usr/lib/NetworkManager"):
         (base / d).mkdir(parents=True, exist_ok=True)

@@ -7,6 +7,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 from lab import topology as t
 
 
@@ -71,6 +73,29 @@ def broken_files() -> dict[str, str]:
         "route-vrf.eth2": f"ADDRESS=0.0.0.0\nNETMASK=0.0.0.0\nGATEWAY0={m.gw4}\n",
         "route6-vrf.eth2": f"::/0 via {m.gw6}\n",
     }
+
+
+def clean_profiles() -> dict[str, list[str]]:
+    """The profiles of clean_ifcfg() as `nmcli connection add` arguments, for a host whose
+    NetworkManager reads keyfiles only (AlmaLinux 10): the same addresses, gateways and
+    keys, in keyfile terms (IPV6_AUTOCONF=yes is `ipv6.method auto`)."""
+    out = {}
+    for seg, gateway in ((t.SERVICE, True), (t.ACCESS, None), (t.MGMT, False)):
+        name = seg.host_if
+        args = [
+            "type", "ethernet", "con-name", name, "ifname", name,
+            "connection.uuid", str(uuid.uuid5(uuid.NAMESPACE_URL, f"lab:{name}")),
+            "ethernet.cloned-mac-address", "permanent",
+            "ipv4.method", "manual", "ipv4.addresses", seg.host4_cidr,
+            "ipv6.method", "auto", "ipv6.addresses", seg.host6_cidr,
+            "ipv6.addr-gen-mode", "stable-privacy", "ipv6.ip6-privacy", "0",
+        ]  # fmt: skip
+        if gateway:
+            args += ["ipv4.gateway", seg.gw4, "ipv6.gateway", seg.gw6]
+        elif gateway is False:  # DEFROUTE=no; eth1 (None) only has its gateway commented out
+            args += ["ipv4.never-default", "yes", "ipv6.never-default", "yes"]
+        out[name] = args
+    return out
 
 
 def clean_ifcfg() -> dict[str, str]:

@@ -1,14 +1,16 @@
 """Hosts whose profiles are keyfiles, read by the real NetworkManager: the deploy edits the
 management NIC's own keyfile and keeps every key the operator set there.
 
-Two shapes, each from the lab's clean host with an operator's keys on eth2 (MTU, firewalld
-zone, DNS, ethtool options, a MAC key, IPv6 privacy), then `nmcli connection migrate`, so
-NetworkManager itself writes the keyfiles, and a comment added to eth2's:
-- AlmaLinux 9: keyfiles from the installer, the ifcfg-rh plugin still loaded;
-- AlmaLinux 10: the same keyfiles, and NetworkManager loads the keyfile plugin only.
-Both on the lab's host with the newest NetworkManager (scripts/test.sh: 1.48.10, AlmaLinux
-9.5's, which writes and wants `controller=`/`port-type=` where 1.42 and older write
-`master=`/`slave-type=`).
+Two shapes, each with an operator's keys on eth2 (MTU, firewalld zone, DNS, ethtool
+options, a MAC key, IPv6 privacy), written by NetworkManager itself, and a comment added to
+eth2's keyfile:
+- AlmaLinux 9.5 (the host running NetworkManager 1.48.10): the clean host's ifcfg files
+  with the operator's keys, turned into keyfiles by `nmcli connection migrate`; the
+  ifcfg-rh plugin still loaded;
+- AlmaLinux 10.1 (the host running 1.54.0, built without ifcfg-rh): the keyfiles its nmcli
+  wrote for the clean host, the operator's keys set with `nmcli connection modify`.
+Both write and want `controller=`/`port-type=` (1.46 and later), where 1.42 and older
+write `master=`/`slave-type=`.
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ from tests.e2e.deploy import (
 
 from .test_networkmanager_lab import KEYFILES, SCRIPTS, nmcli, profiles, routes
 
-EL10_CONF = "/etc/NetworkManager/conf.d/99-keyfile-only.conf"
+# Each shape, on the host running that release's NetworkManager.
+SHAPES = {"almalinux9": "1.48", "almalinux10": "1.54"}
 ETH2 = f"{KEYFILES}/eth2.nmconnection"
 OPERATOR_IFCFG = [
     "MTU=1400",
@@ -75,19 +78,27 @@ def keys(text: str) -> dict[tuple[str, str], str]:
 def shaped(request: pytest.FixtureRequest, lab: Lab) -> tuple[str, str, str]:
     """(host, shape, the keyfile of eth2 as NetworkManager wrote it) after a reboot."""
     shape = request.param
-    host = max(lab.hosts, key=lambda h: version_key(lab.networkmanager(h) or "0"))
+    release = SHAPES[shape]
+    running = [h for h in lab.hosts if (lab.networkmanager(h) or "").startswith(release + ".")]
+    assert running, f"no lab host runs NetworkManager {release} (LAB_NM, tests/networkmanager)"
+    host = running[0]
     lab.reset(host)
-    lines = "".join(f"{line}\n" for line in OPERATOR_IFCFG)
-    lab.check(
-        host,
-        f"printf %s {shlex.quote(lines)} >> {SCRIPTS}/ifcfg-eth2 && nmcli connection reload && "
-        f"nmcli connection migrate >/dev/null && sed -i '1i {COMMENT}' {ETH2}",
-    )
-    if shape == "almalinux10":
-        lab.check(host, f"printf '[main]\\nplugins=keyfile\\n' > {EL10_CONF}")
+    if shape == "almalinux9":
+        lines = "".join(f"{line}\n" for line in OPERATOR_IFCFG)
+        operator = (
+            f"printf %s {shlex.quote(lines)} >> {SCRIPTS}/ifcfg-eth2 && "
+            "nmcli connection reload && nmcli connection migrate >/dev/null"
+        )
+    else:
+        operator = (
+            "nmcli connection modify eth2 connection.zone trusted ethernet.mtu 1400 "
+            "ipv4.dns 192.0.2.53 ethtool.feature-gro off"
+        )
+    lab.check(host, f"{operator} && sed -i '1i {COMMENT}' {ETH2}")
     lab.reboot(host)
     config = lab.check(host, "NetworkManager --print-config")
-    assert ("plugins=keyfile\n" in config) == (shape == "almalinux10"), config
+    plugins = [line for line in config.splitlines() if "plugins=" in line]
+    assert ("ifcfg-rh" in " ".join(plugins)) == (shape == "almalinux9"), config
     assert lab.check(host, f"ls -A {SCRIPTS}") == ""
     original = lab.check(host, f"cat {ETH2}")
     assert original.startswith(COMMENT + "\n[connection]\n"), original
