@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from lab import topology as t  # noqa: E402
 from lab.guest import blog  # noqa: E402
-from lab.paths import KEYFILE_ONLY, NETWORKMANAGER_RELEASES  # noqa: E402
+from lab.paths import KEYFILE_ONLY, NETWORKMANAGER_RELEASES, host_networkmanager  # noqa: E402
 
 STATE = Path("/.lab/state")
 GUEST = Path(__file__).resolve().parent
@@ -332,10 +332,10 @@ def nm_list(run: Path) -> list[dict[str, object]]:
 
 def host_layers(run: Path, index: int) -> list[Path]:
     """The layers above the shared base of host `index`: its NetworkManager's, if any."""
-    builds = nm_list(run)
-    if MODE["network"] != "networkmanager" or not builds:
+    versions = [str(b["version"]) for b in nm_list(run)]
+    if MODE["network"] != "networkmanager" or not versions:
         return []
-    return [STATE / f"nm-{builds[min(index, len(builds)) - 1]['version']}"]
+    return [STATE / f"nm-{host_networkmanager(versions, index)}"]
 
 
 def install_networkmanager(base: Path, built: Path) -> None:
