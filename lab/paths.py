@@ -41,32 +41,40 @@ NETWORKMANAGER_RELEASES = {
     "1.48.10": ("9.5", "Teal Serval"),
     "1.54.0": ("10.1", "Heliotrope Lion"),
 }
+# The blog's release, which a host without NetworkManager says it is.
+BLOG_RELEASE = ("8.7", "Stone Smilodon")
 # Built without ifcfg-rh, as AlmaLinux 10 ships it: its hosts come with the keyfiles an
 # installer writes and no ifcfg file.
 KEYFILE_ONLY = ("1.54.0",)
 DEFAULT_NETWORKMANAGER = "1.42.4"
+# In LAB_NM, a host without NetworkManager: the lab's own script brings its links up, as the
+# legacy network-scripts do on an AlmaLinux 8 host where NetworkManager is disabled.
+NO_NETWORKMANAGER = "none"
 
 
 def networkmanager_versions() -> list[str]:
     """LAB_NM: one version for every host, or a comma-separated list: lab1 runs the first,
-    lab2 the second, ..., and the hosts beyond the list the last one."""
+    lab2 the second, ..., and the hosts beyond the list the last one. NO_NETWORKMANAGER in
+    the list: that host runs none."""
     raw = os.environ.get("LAB_NM", DEFAULT_NETWORKMANAGER)
     versions = [v.strip() for v in raw.split(",")]
     for version in versions:
-        if version not in NETWORKMANAGER_RELEASES:
+        if version not in (*NETWORKMANAGER_RELEASES, NO_NETWORKMANAGER):
             raise LabError(
                 f"LAB_NM={raw!r}: {version!r} is not a version the lab runs; use one of "
                 f"{', '.join(NETWORKMANAGER_RELEASES)} (or a comma-separated list of them, "
-                f"one per host), or leave it unset for {DEFAULT_NETWORKMANAGER}"
+                f"one per host, {NO_NETWORKMANAGER!r} for a host without NetworkManager), "
+                f"or leave it unset for {DEFAULT_NETWORKMANAGER}"
             )
-    if "LAB_NM_DIR" in os.environ and len(set(versions)) > 1:
+    if "LAB_NM_DIR" in os.environ and len(set(versions) - {NO_NETWORKMANAGER}) > 1:
         raise LabError(f"LAB_NM_DIR names one build, LAB_NM={raw!r} asks for several")
     return versions
 
 
-def host_networkmanager(versions: list[str], index: int) -> str:
-    """The version host `index` (1-based) runs."""
-    return versions[min(index, len(versions)) - 1]
+def host_networkmanager(versions: list[str], index: int) -> str | None:
+    """The version host `index` (1-based) runs; None: no NetworkManager."""
+    version = versions[min(index, len(versions)) - 1]
+    return None if version == NO_NETWORKMANAGER else version
 
 
 def networkmanager_dir(version: str) -> Path:

@@ -20,6 +20,7 @@ from lab import topology as t
 from lab.errors import LabError
 from lab.paths import (
     GUEST_DIR,
+    NO_NETWORKMANAGER,
     cache_dir,
     iproute2_dir,
     networkmanager_dir,
@@ -124,6 +125,8 @@ def network_mode(init: str) -> str:
                 f"{SYSTEMD_MAX_HOSTS} hosts and LAB_INIT unset or 'systemd'"
             )
         for version in networkmanager_versions():
+            if version == NO_NETWORKMANAGER:
+                continue
             if not (networkmanager_dir(version) / "complete").exists():
                 raise LabError(
                     f"LAB_NETWORK=networkmanager: no NetworkManager {version} build in "
@@ -162,7 +165,10 @@ def start(hosts: int, max_hosts: int) -> VmState:
                 "network": network_mode(init_mode(hosts)),
                 # Host N runs the N-th version (the last one beyond the list).
                 "networkmanager": [
-                    {"version": v, "dir": str(networkmanager_dir(v))}
+                    {
+                        "version": v,
+                        "dir": "" if v == NO_NETWORKMANAGER else str(networkmanager_dir(v)),
+                    }
                     for v in networkmanager_versions()
                 ],
                 "iproute2": str(iproute2_dir() or ""),

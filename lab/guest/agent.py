@@ -20,7 +20,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from lab import topology as t  # noqa: E402
 from lab.guest import blog  # noqa: E402
-from lab.paths import KEYFILE_ONLY, NETWORKMANAGER_RELEASES, host_networkmanager  # noqa: E402
+from lab.paths import (  # noqa: E402
+    BLOG_RELEASE,
+    KEYFILE_ONLY,
+    NETWORKMANAGER_RELEASES,
+    host_networkmanager,
+)
 
 STATE = Path("/.lab/state")
 GUEST = Path(__file__).resolve().parent
@@ -199,8 +204,6 @@ LOGO="fedora-logo-icon"
 CPE_NAME="cpe:/o:almalinux:almalinux:{major}::baseos"
 HOME_URL="https://almalinux.org/"
 """
-# The blog's release; a NetworkManager host says the release that ships its version.
-BLOG_RELEASE = ("8.7", "Stone Smilodon")
 
 
 ROOT_BASH_PROFILE = """# .bash_profile
@@ -233,11 +236,11 @@ def build_base(run: Path) -> None:
     write(base / "usr/lib/lab/network.batch", "\n".join(host_network_batch()) + "\n")
     units = base / "usr/lib/systemd/system"
     write(units / "lab-network.service", LAB_NETWORK_UNIT)
-    (units / "multi-user.target.wants").mkdir(parents=True, exist_ok=True)
-    network = "NetworkManager.service" if MODE["network"] == "networkmanager" else None
-    for unit in (network or "lab-network.service", "ssh.service"):
-        (units / "multi-user.target.wants" / unit).symlink_to(f"../{unit}")
-    if network:
+    enable(base, "ssh.service")
+    # What brings a host's links up comes with the layer of that host: its NetworkManager, or
+    # (no NetworkManager) the lab's own script.
+    enable(STATE / "net-script", "lab-network.service")
+    if MODE["network"] == "networkmanager":
         for version, built in networkmanager_builds(run).items():
             layer = STATE / f"nm-{version}"
             install_networkmanager(layer, built)
@@ -319,9 +322,16 @@ def install_keyfiles(layer: Path, built: Path) -> None:
         write(connections / f"{name}.nmconnection", r.stdout, 0o600)
 
 
+def enable(layer: Path, unit: str) -> None:
+    """`unit` (in /usr/lib/systemd/system) starts at boot on the hosts with this layer."""
+    wants = layer / "usr/lib/systemd/system/multi-user.target.wants"
+    wants.mkdir(parents=True, exist_ok=True)
+    (wants / unit).symlink_to(f"../{unit}")
+
+
 def networkmanager_builds(run: Path) -> dict[str, Path]:
     """Each NetworkManager version the lab's hosts run, with its build."""
-    return {str(b["version"]): Path(str(b["dir"])) for b in nm_list(run)}
+    return {str(b["version"]): Path(str(b["dir"])) for b in nm_list(run) if b["dir"]}
 
 
 def nm_list(run: Path) -> list[dict[str, object]]:
@@ -331,11 +341,13 @@ def nm_list(run: Path) -> list[dict[str, object]]:
 
 
 def host_layers(run: Path, index: int) -> list[Path]:
-    """The layers above the shared base of host `index`: its NetworkManager's, if any."""
+    """The layers above the shared base of host `index`: its NetworkManager's, or the lab's
+    own script's on a host without one."""
     versions = [str(b["version"]) for b in nm_list(run)]
-    if MODE["network"] != "networkmanager" or not versions:
-        return []
-    return [STATE / f"nm-{host_networkmanager(versions, index)}"]
+    version = host_networkmanager(versions, index) if versions else None
+    if MODE["network"] != "networkmanager" or version is None:
+        return [STATE / "net-script"]
+    return [STATE / f"nm-{version}"]
 
 
 def install_networkmanager(base: Path, built: Path) -> None:
@@ -344,6 +356,7 @@ def install_networkmanager(base: Path, built: Path) -> None:
     `base`: the layer of the hosts that run this build."""
     units = base / "usr/lib/systemd/system"
     write(units / "NetworkManager.service", NM_UNIT)
+    enable(base, "NetworkManager.service")
     write(units / "NetworkManager-wait-online.service", NM_WAIT_ONLINE_UNIT)
     (units / "network-online.target.wants").mkdir(parents=True, exist_ok=True)
     (units / "network-online.target.wants/NetworkManager-wait-online.service").symlink_to(
