@@ -113,11 +113,18 @@ def cgroup_mode() -> str:
 
 
 def network_mode(init: str) -> str:
-    """script (lab-network.sh brings the links up; fast) or networkmanager (a real
-    NetworkManager with the ifcfg-rh plugin reads the host's files, as on AlmaLinux)."""
-    mode = os.environ.get("LAB_NETWORK", "script")
+    """networkmanager (a real NetworkManager reads the host's profiles, as on AlmaLinux; the
+    default wherever the hosts run systemd) or script (the lab's lab-network.sh brings the
+    links up, as on a host with the legacy network-scripts and no NetworkManager; the default
+    of the larger fleets, whose hosts run the lighter boot runner)."""
+    mode = os.environ.get("LAB_NETWORK", "auto")
+    if mode == "auto":
+        mode = "networkmanager" if init == "systemd" else "script"
     if mode not in ("script", "networkmanager"):
-        raise LabError(f"LAB_NETWORK={mode!r}: use 'script' (default) or 'networkmanager'")
+        raise LabError(
+            f"LAB_NETWORK={mode!r}: use 'networkmanager', 'script' or 'auto' (default: "
+            "networkmanager on systemd hosts, script beyond)"
+        )
     if mode == "networkmanager":
         if init != "systemd":
             raise LabError(

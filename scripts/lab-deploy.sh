@@ -1,9 +1,16 @@
 #!/bin/sh
-# Starts the project's lab (hosts on a real VRF kernel, reached over real SSH) and converges
-# it with the deploy, exactly as a user converges a fleet. Extra arguments go to pyinfra
-# (for example --dry). Installs what is missing first, so it works on a fresh machine.
+# Starts the project's lab (hosts on a real VRF kernel running NetworkManager, reached over
+# real SSH) and converges it with the deploy, exactly as a user converges a fleet. Extra
+# arguments go to pyinfra (for example --dry). Installs what is missing first, so it works
+# on a fresh machine.
 set -eu
 cd "$(dirname "$0")/.."
 sh scripts/setup.sh
+# The hosts run AlmaLinux's NetworkManager (1.42.4 unless LAB_NM names others): built once
+# (a minute or two), then kept in lab/cache.
+if [ "${LAB_NETWORK:-auto}" != script ]; then
+    # shellcheck disable=SC2046 # one version per word
+    sh lab/build-networkmanager.sh $(echo "${LAB_NM:-1.42.4}" | tr , ' ')
+fi
 python3 -m lab up
 exec pyinfra -y inventory.py deploy.py "$@"

@@ -2,9 +2,9 @@
 
 The lab boots with cgroup v2 (AlmaLinux 9's default) unless LAB_CGROUP=v1 (AlmaLinux 8's
 legacy hierarchies); scripts/test.sh runs this module once in each mode. The last host of
-the lab gets a TCP service of its own (lab-web) and the fleet file lists it and sshd for
-mgmt0: both must then answer through the management segment only, be named by
-`ip vrf identify`, and come back inside the VRF after a reboot.
+the lab that runs NetworkManager gets a TCP service of its own (lab-web) and the fleet file
+lists it and sshd for mgmt0: both must then answer through the management segment only, be
+named by `ip vrf identify`, and come back inside the VRF after a reboot.
 """
 
 from __future__ import annotations
@@ -44,10 +44,15 @@ def cgroup_mode(lab: Lab) -> str:
     return str(lab.vm_config.get("cgroup", "v2"))
 
 
+def last_host(lab: Lab) -> str:
+    """The last host that runs NetworkManager (AlmaLinux's default), if one does."""
+    return ([h for h in lab.hosts if lab.networkmanager(h)] or lab.hosts)[-1]
+
+
 @pytest.fixture(scope="module")
 def served(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
     """The last host, reset, with lab-web running, converged with sshd and lab-web listed."""
-    host = lab.hosts[-1]
+    host = last_host(lab)
     lab.reset(host)
     fleet, run = serve(lab, host, tmp_path_factory.mktemp("svc") / "fleet.toml")
     assert results(run) == (1, 0, 0)
@@ -58,7 +63,7 @@ def served(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Pat
 
 def test_the_lab_boots_in_the_cgroup_mode_asked(lab: Lab, cgroup_mode: str) -> None:
     assert cgroup_mode == os.environ.get("LAB_CGROUP", "v2")
-    host = lab.hosts[-1]
+    host = last_host(lab)
     fs = lab.check(host, "stat -fc %T /sys/fs/cgroup").strip()
     assert fs == {"v2": "cgroup2fs", "v1": "tmpfs"}[cgroup_mode]
     # The combined fact says the same.
