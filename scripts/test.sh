@@ -53,7 +53,6 @@ stage lab python3 -m pytest --durations=25 tests/lab tests/e2e
 status=0
 wait "$nm_build" || status=$?
 cat "$nm_log"
-rm -f "$nm_log"
 [ "$status" -eq 0 ] || exit "$status"
 # The builds' own figures ("built in N s"), for the summary at the end.
 times="$times
