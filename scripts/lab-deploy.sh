@@ -6,11 +6,11 @@
 set -eu
 cd "$(dirname "$0")/.."
 sh scripts/setup.sh
-# The hosts run AlmaLinux's NetworkManager (1.42.4 unless LAB_NM names others): built once
-# (a minute or two), then kept in lab/cache.
+# The hosts run AlmaLinux's NetworkManager (the build script's default unless LAB_NM names
+# others; `none` needs no build): built once (a minute or two), then kept in lab/cache.
 if [ "${LAB_NETWORK:-auto}" != script ]; then
     # shellcheck disable=SC2046 # one version per word
-    sh lab/build-networkmanager.sh $(echo "${LAB_NM:-1.42.4}" | tr , ' ')
+    sh lab/build-networkmanager.sh $(echo "${LAB_NM:-}" | tr , '\n' | grep -vx none)
 fi
 python3 -m lab up
 exec pyinfra -y inventory.py deploy.py "$@"
