@@ -251,6 +251,7 @@ def diagnostics() -> str:
             parts.append(r.stdout.rstrip())
         else:
             parts.append(f"--- VM does not answer: exit {r.returncode}: {r.stderr.strip()}")
+            parts.append(f"--- qemu monitor\n{vm.hang_report(run)}")
     return "\n".join(parts)
 
 

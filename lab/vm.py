@@ -30,6 +30,11 @@ from lab.paths import (
 
 QEMU = "qemu-system-x86_64"
 VIRTFS_OPTIONS = "security_model=passthrough,readonly=on,multidevs=remap"
+# Magic SysRq keys the monitor presses when the VM stops answering, each making the kernel
+# print to the console what explains a hang: "8" lets the console show those printouts
+# (the boot's `quiet` hides them), "w" the tasks blocked in the kernel and where, "l" what
+# each CPU runs, "m" memory.
+HANG_SYSRQ_KEYS = ("8", "w", "l", "m")
 
 
 def ssh_options(run: Path) -> list[str]:
@@ -188,13 +193,15 @@ def start(hosts: int, max_hosts: int) -> VmState:
         f"user,id=n0,restrict=on,ipv6=off,net={t.SLIRP_NET},host={t.CONTROLLER4},"
         f"dhcpstart={t.VM4},{fwd}"
     )
+    monitor_sock = _socket(run, "monitor")
     append = (
-        f"console=ttyS0 quiet panic=-1 lab.init={GUEST_DIR / 'vminit.sh'} lab.run={run} "
-        f"lab.cgroup={cgroup_mode()}"
+        f"console=ttyS0 quiet panic=-1 sysrq_always_enabled lab.init={GUEST_DIR / 'vminit.sh'} "
+        f"lab.run={run} lab.cgroup={cgroup_mode()}"
     )
     argv = [
         QEMU, "-accel", "tcg,thread=multi", "-cpu", "max", "-smp", str(min(2, os.cpu_count() or 1)),
-        "-m", str(memory_mib(max_hosts)), "-nographic", "-no-reboot", "-monitor", "none",
+        "-m", str(memory_mib(max_hosts)), "-nographic", "-no-reboot",
+        "-monitor", f"unix:{monitor_sock},server=on,wait=off" if monitor_sock else "none",
         "-serial", f"file:{run / 'console.log'}",
         "-kernel", str(kernel.vmlinuz), "-initrd", str(initrd), "-append", append,
         "-netdev", netdev, "-device", "virtio-net-pci,netdev=n0",
@@ -227,6 +234,54 @@ def console_tail(run: Path, lines: int = 25) -> str:
     # The firmware's screen resets and colours would only garble a CI log.
     text = re.sub(r"\x1b(\[[0-9;?]*[A-Za-z]|c)", "", text)
     return "\n".join(text.splitlines()[-lines:])
+
+
+def monitor(run: Path, *commands: str, timeout: float = 10) -> str | None:
+    """What qemu's human monitor answers to `commands`, or None if it cannot be reached.
+
+    It answers whatever the guest does: the one way to look into a VM that has stopped
+    answering ssh."""
+    path = _socket(run, "monitor")
+    if path is None or not path.exists():
+        return None
+    out = b""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(timeout)
+            s.connect(str(path))
+            for command in (*commands, ""):
+                # Each answer ends with the next prompt; the banner with the first.
+                while not out.endswith(b"(qemu) "):
+                    chunk = s.recv(4096)
+                    if not chunk:
+                        break
+                    out += chunk
+                if command:
+                    s.sendall(command.encode() + b"\n")
+                    out += b"\n"
+    except OSError as e:
+        return f"{out.decode(errors='replace')}\n(monitor: {e})"
+    text = re.sub(r"\x1b(\[[0-9;?]*[A-Za-z]|c)", "", out.decode(errors="replace"))
+    # The monitor echoes each command as it is typed, and prompts: only its answers count.
+    lines = text.replace("\r", "").splitlines()
+    return "\n".join(
+        line
+        for line in lines
+        if line.strip() not in ("", "(qemu)") and not any(line.endswith(c) for c in commands)
+    )
+
+
+def hang_report(run: Path, settle: float = 5) -> str:
+    """Has the kernel print its blocked tasks, CPUs and memory to the console (it does so
+    even when no process in the VM runs any more), then returns qemu's view and that
+    console's end."""
+    answer = monitor(run, "info status", *(f"sendkey alt-sysrq-{key}" for key in HANG_SYSRQ_KEYS))
+    if answer is None:
+        return "(qemu's monitor cannot be reached)"
+    time.sleep(settle)  # the emulated serial console prints slowly
+    return (
+        f"{answer.strip()}\n--- VM console after SysRq (last 150 lines)\n{console_tail(run, 150)}"
+    )
 
 
 def wait_ready(state: VmState, timeout: float) -> None:

@@ -12,6 +12,7 @@ import secrets
 import time
 import tomllib
 
+from lab import vm
 from lab.paths import BLOG_RELEASE, NETWORKMANAGER_RELEASES
 from lab.pytest_fixture import Lab
 
@@ -254,6 +255,24 @@ def test_diagnostics_reach_a_host_its_ssh_cannot(lab: Lab) -> None:
     # Read from inside the host, not over its (cut) management path.
     section = text.split(f"--- {host}: ip -br address\n", 1)[1].split("\n--- ", 1)[0]
     assert "203.0.113.10/25" in section, text
+
+
+def test_a_vm_that_stops_answering_is_explained_by_its_kernel(lab: Lab) -> None:
+    """The diagnostics of a VM whose ssh is dead still say what qemu and the guest's kernel
+    see: here the VM is paused, so nothing in it answers until it runs again."""
+    assert vm.monitor(lab.run, "stop") is not None
+    try:
+        text = lab.diagnostics()
+    finally:
+        vm.monitor(lab.run, "cont")
+    assert "--- VM does not answer" in text, text
+    assert "VM status: paused" in text, text
+    # A paused VM takes no keys; running, its kernel prints what the keys ask for.
+    report = vm.hang_report(lab.run)
+    assert "VM status: running" in report, report
+    assert "Show Blocked State" in report, report
+    assert "Mem-Info" in report, report
+    assert lab.check(lab.hosts[0], "echo back").strip() == "back"
 
 
 def test_vrf_with_right_gateway_answers_through_eth2(lab: Lab) -> None:
