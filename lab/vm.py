@@ -35,6 +35,11 @@ VIRTFS_OPTIONS = "security_model=passthrough,readonly=on,multidevs=remap"
 # (the boot's `quiet` hides them), "w" the tasks blocked in the kernel and where, "l" what
 # each CPU runs, "m" memory.
 HANG_SYSRQ_KEYS = ("8", "w", "l", "m")
+# The console's log level under `quiet`: restored once those printouts are in.
+QUIET_SYSRQ_KEY = "4"
+# The firmware's screen resets and colours, and the monitor's line editing, would only
+# garble a CI log.
+_ESCAPES = re.compile(r"\x1b(\[[0-9;?]*[A-Za-z]|c)")
 
 
 def ssh_options(run: Path) -> list[str]:
@@ -231,8 +236,7 @@ def console_tail(run: Path, lines: int = 25) -> str:
     for name in ("qemu.log", "console.log"):
         with contextlib.suppress(OSError):
             text += (run / name).read_text(errors="replace")
-    # The firmware's screen resets and colours would only garble a CI log.
-    text = re.sub(r"\x1b(\[[0-9;?]*[A-Za-z]|c)", "", text)
+    text = _ESCAPES.sub("", text)
     return "\n".join(text.splitlines()[-lines:])
 
 
@@ -261,7 +265,7 @@ def monitor(run: Path, *commands: str, timeout: float = 10) -> str | None:
                     out += b"\n"
     except OSError as e:
         return f"{out.decode(errors='replace')}\n(monitor: {e})"
-    text = re.sub(r"\x1b(\[[0-9;?]*[A-Za-z]|c)", "", out.decode(errors="replace"))
+    text = _ESCAPES.sub("", out.decode(errors="replace"))
     # The monitor echoes each command as it is typed, and prompts: only its answers count.
     lines = text.replace("\r", "").splitlines()
     return "\n".join(
@@ -279,6 +283,7 @@ def hang_report(run: Path, settle: float = 5) -> str:
     if answer is None:
         return "(qemu's monitor cannot be reached)"
     time.sleep(settle)  # the emulated serial console prints slowly
+    monitor(run, f"sendkey alt-sysrq-{QUIET_SYSRQ_KEY}")
     return (
         f"{answer.strip()}\n--- VM console after SysRq (last 150 lines)\n{console_tail(run, 150)}"
     )
