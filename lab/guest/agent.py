@@ -122,7 +122,32 @@ MASKED_UNITS = (
     "e2scrub_reap.service",
     "systemd-update-utmp.service",
     "systemd-update-utmp-runlevel.service",
+    # What the VM or systemd-nspawn already did: users, /dev, mounts, modules.
+    "systemd-sysusers.service",
+    "systemd-tmpfiles-setup-dev.service",
+    "systemd-remount-fs.service",
+    "systemd-modules-load.service",
+    "kmod-static-nodes.service",
+    # The journal stays in /run: nothing to flush.
+    "systemd-journal-flush.service",
+    # /run/user/0 at every root login (its start and stop are two more processes per session):
+    # made once at boot instead (RUNTIME_DIR below).
+    "user-runtime-dir@.service",
 )
+RUNTIME_DIR = "d /run/user/0 0700 root root -\n"
+# Generators run at every boot before any unit loads; only rc.local's matters to a host (the
+# blog's fix is an rc.local). The others read this machine's fstab and init scripts, or the
+# kernel's command line, which are not the host's.
+KEPT_GENERATORS = ("systemd-rc-local-generator",)
+GENERATOR_DIR = Path("/usr/lib/systemd/system-generators")
+# Debian's ssh.service checks its configuration before each start, and sshd re-executes itself
+# for every connection: two sshd starts that cost a boot and each session dearly under
+# emulation. `-r` keeps one sshd that forks.
+SSH_DROPIN = """[Service]
+ExecStartPre=
+ExecStart=
+ExecStart=/usr/sbin/sshd -D -r
+"""
 NSPAWN = (
     "systemd-nspawn",
     "--quiet",
@@ -257,6 +282,18 @@ def build_base(run: Path) -> None:
     (base / "etc/systemd/system").mkdir(parents=True, exist_ok=True)
     for unit in MASKED_UNITS:
         (base / "etc/systemd/system" / unit).symlink_to("/dev/null")
+    generators = base / "etc/systemd/system-generators"
+    generators.mkdir(parents=True, exist_ok=True)
+    for generator in sorted(GENERATOR_DIR.iterdir()) if GENERATOR_DIR.is_dir() else ():
+        if generator.name not in KEPT_GENERATORS:
+            (generators / generator.name).symlink_to("/dev/null")
+    write(base / "etc/systemd/system/ssh.service.d/lab.conf", SSH_DROPIN)
+    write(base / "etc/tmpfiles.d/lab-runtime-dir.conf", RUNTIME_DIR)
+    # A login's message of the day runs scripts (run-parts, uname) at every session.
+    pam = Path("/etc/pam.d/sshd")
+    if pam.is_file():
+        lines = pam.read_text().splitlines(keepends=True)
+        write(base / "etc/pam.d/sshd", "".join(x for x in lines if "pam_motd.so" not in x))
     # AlmaLinux calls it sshd.service; Debian's unit declares that name as its alias.
     (base / "etc/systemd/system/sshd.service").symlink_to("/lib/systemd/system/ssh.service")
     # Only the host's own key: the machine's other host keys would be shared by all hosts.
