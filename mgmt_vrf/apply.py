@@ -286,7 +286,11 @@ if [ -d /run/systemd/system ]; then
     systemctl stop "$5.timer" "$5.service" "$6.timer" "$6.service" 2>/dev/null
     systemctl reset-failed "$5.timer" "$5.service" "$6.timer" "$6.service" 2>/dev/null
 fi
-arm "$5" "$(($(date +%s) + $3))" || exit 1
+now=$(date +%s)
+arm "$5" "$((now + $3))" || exit 1
+# The log's first word: what an operator reading it after a hang needs, when the bound ends.
+echo "mgmt-vrf: rollback armed $(date -u -d "@$now" +%FT%TZ)," \
+    "due $(date -u -d "@$((now + $3))" +%FT%TZ) at the latest" >>"$run/log"
 # Its own session: a rollback that finds it hung stops it with everything it started.
 if command -v setsid >/dev/null 2>&1; then
     nohup setsid sh "$run/apply.sh" >>"$run/log" 2>&1 </dev/null &

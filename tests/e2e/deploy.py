@@ -183,8 +183,9 @@ def assert_converged(lab: Lab, fleet: Path, host: str) -> None:
 
 
 def log_stamps(log: str) -> dict[str, datetime]:
-    """The times the run log gives each step (apply started/done, rollback started/done)."""
-    found = re.findall(r"mgmt-vrf: ((?:apply|rollback) (?:started|done)) (\S+)", log)
+    """The times the run log gives each step (rollback armed, apply started/done, rollback
+    started/done)."""
+    found = re.findall(r"mgmt-vrf: ((?:apply|rollback) (?:armed|started|done)) ([^\s,]+)", log)
     return {what: datetime.fromisoformat(stamp) for what, stamp in found}
 
 

@@ -6,10 +6,12 @@ where systemd does not run (as here) the rollback is armed with a sleeping shell
 
 from __future__ import annotations
 
+import re
 import shlex
 import subprocess
 import time
 from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 
 from mgmt_vrf import apply, paths
@@ -192,6 +194,11 @@ def test_start_arms_the_rollback_and_starts_the_apply(tmp_path: Path) -> None:
     r = start(run, f"touch {applied}\necho done > {run}/apply.status\n", rollback, timeout=1)
     assert r.returncode == 0, r.stderr
     assert "armed rollback in 1 s at the latest, apply started" in r.stdout
+    # The log says when the hard bound was set and when it falls, by the host's clock.
+    armed = re.search(r"rollback armed (\S+), due (\S+) at the latest", (run / "log").read_text())
+    assert armed, (run / "log").read_text()
+    at, due = (datetime.fromisoformat(stamp) for stamp in armed.groups())
+    assert (due - at).total_seconds() == 1
     assert (run / "armed").exists() and (run / "apply.pid").read_text().strip().isdigit()
     assert wait_for(applied)
     # Nobody confirms: the armed rollback runs by itself.
