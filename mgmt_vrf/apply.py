@@ -13,7 +13,7 @@
 4. Converged: `confirm_command` disarms. Anything else: `rollback_now_command`. Not reachable
    again: a timer runs the rollback on the host by itself.
 
-No pyinfra import: operations/vrf.py sends these commands.
+No pyinfra import: mgmt_vrf/pyinfra/operations.py sends these commands.
 """
 
 from __future__ import annotations

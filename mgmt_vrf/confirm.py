@@ -8,8 +8,8 @@ controller follows them rather than its own guess. So a slow host (a busy CPU, a
 `nmcli --wait`, a service slow to restart) keeps its whole confirmation window, and once
 the host has rolled back the controller says so within seconds.
 
-No pyinfra import: `operations/vrf.py` gives it a `Remote` over the host's ssh connection,
-the unit tests a simulated host and a fake clock.
+No pyinfra import: `mgmt_vrf/pyinfra/operations.py` gives it a `Remote` over the host's ssh
+connection, the unit tests a simulated host and a fake clock.
 """
 
 from __future__ import annotations

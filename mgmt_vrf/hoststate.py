@@ -1,4 +1,4 @@
-"""What a host really has, as read by the combined fact (facts/vrf.py).
+"""What a host really has, as read by the combined fact (mgmt_vrf/pyinfra/facts.py).
 
 These are plain values: the parser (mgmt_vrf/probe.py) fills them from command output,
 the planner (mgmt_vrf/plan.py) compares them with the desired HostSpec.

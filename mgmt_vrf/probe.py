@@ -8,7 +8,7 @@ and always ends with ``##mgmt-vrf## end``. Every marker is preceded by an empty 
 iproute2 leaves its output unterminated in some error cases (an empty table prints ``[`` with no
 newline), which would otherwise glue the marker to the end of that output.
 
-No pyinfra import here: facts/vrf.py adapts this to pyinfra, tests call it directly.
+No pyinfra import here: mgmt_vrf/pyinfra/facts.py adapts this to pyinfra, tests call it directly.
 """
 
 from __future__ import annotations

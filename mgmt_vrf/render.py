@@ -15,7 +15,9 @@ from .model import UNREACHABLE_METRIC, HostSpec, Interface, Vrf, needs_dev
 from .profile_text import Ifcfg, Keyfile
 from .steps import l3mdev_sysctls, port_sysctls, present_steps, sysctl_slash_key
 
-TEMPLATES = Path(__file__).resolve().parent.parent / "files"
+# files/ of the checkout; installed, the wheel carries the same directory as mgmt_vrf/files.
+_HERE = Path(__file__).resolve().parent
+TEMPLATES = _HERE / "files" if (_HERE / "files").is_dir() else _HERE.parent / "files"
 HEADER = (
     "Managed by mgmt-vrf (pyinfra). Edits here are replaced on the next deploy; "
     f"earlier versions are kept in {paths.BACKUP_DIR}."

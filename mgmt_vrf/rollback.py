@@ -7,7 +7,7 @@ their tables, the main table's default routes and routes through those ports, an
 sysctls. `differences()` compares the same things between two states, so the controller (and
 the tests) can say whether a rollback really brought the host back.
 
-No pyinfra import: operations/vrf.py ships these scripts, tests read them directly.
+No pyinfra import: mgmt_vrf/pyinfra/operations.py ships these scripts, tests read them directly.
 """
 
 from __future__ import annotations

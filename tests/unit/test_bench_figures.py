@@ -30,7 +30,8 @@ PARTLY_FAILED_OUT = """
     Converge management VRFs   3       2         1       -
     Grand total                3       2         1       -
 """
-# The line the deploy prints for a host that rolled back (operations/vrf.py), lab3 here.
+# The line the deploy prints for a host that rolled back (mgmt_vrf/pyinfra/operations.py),
+# lab3 here.
 ROLLED_BACK_LINE = (
     "    [lab3] mgmt-vrf: ROLLED BACK (no path): the change ended, but no new ssh connection "
     "could be opened within 30 s after it ended (rollback_timeout): the change most likely "

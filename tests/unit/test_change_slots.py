@@ -1,11 +1,11 @@
-"""operations.change_slots: at most `changes_at_once` hosts between start and confirmation."""
+"""mgmt_vrf.pyinfra.change_slots: at most `changes_at_once` hosts between start and confirmation."""
 
 from __future__ import annotations
 
 import gevent
 import pytest
 
-from operations.change_slots import ChangeSlots
+from mgmt_vrf.pyinfra.change_slots import ChangeSlots
 
 
 def _run(slots: ChangeSlots, limits: dict[str, int], hold: float = 0.01) -> list[tuple[str, int]]:

@@ -102,7 +102,7 @@ def test_a_broken_fleet_file_is_an_error_before_any_host(tmp_path: Path) -> None
 
 RETRY_DRIVER = """
 import json, sys
-import mgmt_vrf_report as report
+import mgmt_vrf.pyinfra.report as report
 from mgmt_vrf import drift
 
 tries = {}
