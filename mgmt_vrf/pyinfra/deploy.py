@@ -22,13 +22,12 @@ from mgmt_vrf.model import HostSpec
 from .hostspec import HostDataError, inventory_specs
 from .operations import converge
 
-# pyinfra runs a deploy once per host: the inventory is checked on the first, not every time.
-
 
 class HostDataRefused(PyinfraError):
     """pyinfra prints a PyinfraError as one message, without a traceback, and stops."""
 
 
+# pyinfra runs a deploy once per host: the inventory is checked on the first, not every time.
 _CHECKED: WeakKeyDictionary[Inventory, dict[str, HostSpec]] = WeakKeyDictionary()
 
 
@@ -48,7 +47,7 @@ def management_vrf() -> None:
     the run before any host is changed, with every problem listed.
     """
     specs = _CHECKED.get(host.inventory)
-    if specs is None or host.name not in specs:
+    if specs is None:
         specs = _CHECKED[host.inventory] = _checked_inventory()
     converge(name="Converge management VRFs", spec=specs[host.name])
 

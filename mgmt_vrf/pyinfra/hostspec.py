@@ -35,7 +35,7 @@ def host_spec(host: Host) -> HostSpec:
     """The host's validated spec; HostDataError names the host and the key if there is none."""
     given = host.data.get(SPEC_DATA_KEY)
     if given is not None:
-        return _checked(host, given)
+        return _checked(given)
     table = host.data.get(TABLE_DATA_KEY)
     if table is None:
         raise HostDataError(
@@ -53,7 +53,7 @@ def host_spec(host: Host) -> HostSpec:
                 f"keys (interfaces, vrfs, ...), got {type(table).__name__} {table!r:.60}"
             ]
         )
-    return _checked(host, _fleet_entry(host, table))
+    return _checked(_fleet_entry(host, table))
 
 
 def inventory_specs(hosts: Iterable[Host]) -> dict[str, HostSpec]:
@@ -82,7 +82,7 @@ def _fleet_entry(host: Host, table: Mapping[str, Any]) -> dict[str, Any]:
     return entry
 
 
-def _checked(host: Host, data: HostSpec | Mapping[str, Any]) -> HostSpec:
+def _checked(data: HostSpec | Mapping[str, Any]) -> HostSpec:
     try:
         return spec_from_data(data, source=SOURCE)
     except FleetError as exc:
