@@ -1,6 +1,7 @@
 """Converge every host of the inventory to its management-VRF spec.
 
-    pyinfra inventory.py deploy.py          # converge the fleet
+    pyinfra inventory.py deploy.py          # converge the fleet, one line per change
+    pyinfra inventory.py deploy.py --diff   # the same, with each file's diff
     pyinfra inventory.py deploy.py --dry    # show each host's commands and file diffs
 
 Wiring only: inventory.py puts each host's validated spec in its data, the deploy in

@@ -82,21 +82,37 @@ class Plan:
     def converged(self) -> bool:
         return not self.changes
 
-    def describe(self) -> list[str]:
-        """What a human reviews in a dry run: each command and each file diff, in order."""
+    def describe(self, diffs: bool = True) -> list[str]:
+        """What a human reviews: one line per change, in order, and with `diffs` each file
+        change's diff under its line (pyinfra's --diff, and every dry run)."""
         lines: list[str] = []
         for change in self.changes:
             if isinstance(change, RunCommand):
                 guard = " (unless NetworkManager did it)" if change.unless else ""
                 lines.append(f"$ {change.shell}    # {change.why}{guard}")
-            elif isinstance(change, WriteFile):
+                continue
+            diff = change.diff()
+            if isinstance(change, WriteFile):
                 verb = "create" if change.old is None else "update"
-                lines.append(f"{verb} {change.path} (mode {change.mode}) # {change.why}")
-                lines += ["    " + line for line in change.diff()]
+                head = f"{verb} {change.path} (mode {change.mode}"
             else:
-                lines.append(f"remove {change.path} (backup in {paths.BACKUP_DIR}) # {change.why}")
-                lines += ["    " + line for line in change.diff()]
+                head = f"remove {change.path} (backup in {paths.BACKUP_DIR}"
+            if diffs:
+                lines.append(f"{head}) # {change.why}")
+                lines += ["    " + line for line in diff]
+            else:
+                lines.append(f"{head}{_line_counts(diff)}) # {change.why}")
         return lines
+
+
+def _line_counts(diff: list[str]) -> str:
+    """ ", +12 -3 lines" for a diff shown only by its size; "" when there is none to count."""
+    if not diff:
+        return ""
+    body = [line for line in diff if not line.startswith(("---", "+++", "@@"))]
+    added = sum(line.startswith("+") for line in body)
+    removed = sum(line.startswith("-") for line in body)
+    return f", +{added} -{removed} lines"
 
 
 def unified_diff(path: str, old: str | None, new: str | None) -> list[str]:

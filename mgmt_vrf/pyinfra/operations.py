@@ -5,10 +5,13 @@ Converge management VRFs: NetworkManager profiles, boot unit and the kernel's li
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
+import sys
 import time
 from collections.abc import Generator
 
+import click
 import gevent
 from pyinfra import host, logger
 from pyinfra.api import FunctionCommand, OperationError, QuoteString, StringCommand, operation
@@ -32,7 +35,7 @@ from mgmt_vrf.commands import Argv, to_shell
 from mgmt_vrf.confirm import confirm_or_roll_back as confirm
 from mgmt_vrf.hoststate import HostState
 from mgmt_vrf.model import HostSpec
-from mgmt_vrf.plan import Plan, plan
+from mgmt_vrf.plan import Plan, RunCommand, plan
 from mgmt_vrf.preflight import host_problems
 from mgmt_vrf.probe import ProbeError, parse_probe_output, probe_command
 from mgmt_vrf.rollback import rollback_script
@@ -49,6 +52,27 @@ def _command(argv: Argv) -> StringCommand:
 def _probe(spec: HostSpec) -> str:
     """The combined fact's command, for the checks made outside pyinfra's fact machinery."""
     return probe_command(**paths.probe_arguments(spec))
+
+
+def shows_diffs(state: State) -> bool:
+    """Whole file diffs under each file change: with --diff, as pyinfra's own file operations
+    show them, and in every dry run, which exists to be read. Otherwise one line per change."""
+    return bool(state.config.DIFF) or _dry_run()
+
+
+@functools.cache
+def _dry_run() -> bool:
+    # pyinfra keeps --dry to its CLI: no config or state says it, and the CLI's click
+    # context is local to the main greenlet, not the hosts' ones. So its own command reads
+    # its own command line once more, without callbacks or prompts.
+    cli = getattr(sys.modules.get("pyinfra_cli.cli"), "cli", None)
+    if not isinstance(cli, click.Command):
+        return False  # pyinfra's API, not its CLI: no dry run
+    try:
+        context = cli.make_context("pyinfra", sys.argv[1:], resilient_parsing=True)
+    except Exception:  # whatever the CLI makes of it, it is not ours to judge here
+        return False
+    return bool(context.params.get("dry"))
 
 
 def read_state(spec: HostSpec) -> HostState:
@@ -214,9 +238,11 @@ def converge(spec: HostSpec) -> Generator:
 
     (``mgmt_vrf.pyinfra.deploy.management_vrf`` does exactly this.)
 
-    The plan comes from one combined fact. Before the first command the operation logs every
-    command and every file diff, so ``pyinfra inventory.py deploy.py --dry`` shows exactly
-    what would reach each host. A converged host yields nothing and reports no change.
+    The plan comes from one combined fact. Before the first command the operation logs it,
+    one line per change: each command as it will run, each file it writes or removes with
+    the size of the change. With ``--diff``, and in every ``--dry`` run, each file's whole
+    diff follows its line, so ``pyinfra inventory.py deploy.py --dry`` shows exactly what
+    would reach each host. A converged host yields nothing and reports no change.
 
     The change itself runs on the host as one detached script under an armed rollback: the
     host undoes it by itself unless a NEW ssh connection confirms, within
@@ -239,8 +265,11 @@ def converge(spec: HostSpec) -> Generator:
             f"rollback due {spec.rollback_timeout} s after the apply ends "
             f"(at the latest {spec.apply_timeout + spec.rollback_timeout} s from its start):"
         )
-        for line in result.describe():
+        diffs = shows_diffs(host.state)
+        for line in result.describe(diffs=diffs):
             host.log("  " + line)
+        if not diffs and any(not isinstance(c, RunCommand) for c in result.changes):
+            host.log("  (each file's diff: run with --diff, or --dry)")
 
     rollback = rollback_script(spec, before, result)
     start = start_command(result, rollback, spec.rollback_timeout, spec.apply_timeout)

@@ -130,6 +130,19 @@ def test_real_run_on_fake_hosts_changes_every_host(tmp_path: Path) -> None:
         assert "$ ip link add dev mgmt0 type vrf table 10" in lines
         assert "rollback due 120 s after the apply ends (at the latest 420 s" in lines
         assert "confirmed over a new ssh connection, rollback disarmed" in lines
+        # One line per change: files by their size, their diffs only with --diff or --dry.
+        assert "create /usr/local/sbin/mgmt-vrf-exec (mode 0755, +70 -0 lines) # " in lines
+        assert "+type=vrf" not in lines and "(each file's diff: run with --diff" in lines
+        assert len(_host_lines(output, host)) < 40
+
+
+def test_diff_shows_each_files_diff_in_a_real_run(tmp_path: Path) -> None:
+    result = _pyinfra(tmp_path, "-y", "--diff", "--limit", f"@fake/{HOSTS[0]}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = [line.strip() for line in _host_lines(result.stdout + result.stderr, HOSTS[0])]
+    assert "+type=vrf" in lines and "+VRF=mgmt0" in lines and "-IPV6_AUTOCONF=yes" in lines
+    assert "create /usr/local/sbin/mgmt-vrf-exec (mode 0755) # " in "\n".join(lines)
+    assert not [line for line in lines if "run with --diff" in line]
 
 
 def test_hosts_past_changes_at_once_wait_for_a_slot_and_all_converge(tmp_path: Path) -> None:

@@ -162,6 +162,29 @@ def test_removed_blog_profile_diff_shows_old_content() -> None:
     assert "-VRF=mgmt0" in removal.diff()
 
 
+def test_the_short_plan_is_one_line_per_change_and_the_long_one_adds_each_diff() -> None:
+    state = broken_state()
+    state = replace(
+        state,
+        files={**state.files, BLOG_VRF_PROFILE: FileState(BLOG_VRF_PROFILE, b"VRF=mgmt0\n")},
+    )
+    result = plan(seed_spec(), state)
+    short = result.describe(diffs=False)
+    assert len(short) == len(result.changes)
+    text = "\n".join(short)
+    assert f"update {paths.ifcfg('eth2')} (mode 0644, +14 -1 lines) # " in text
+    assert f"remove {BLOG_VRF_PROFILE} (backup in {paths.BACKUP_DIR}, +0 -1 lines) # " in text
+    # A removal whose content the fact did not bring has no size to show.
+    unknown = Plan("alma01", "networkmanager", (RemoveFile("/etc/x", "why"),))
+    assert unknown.describe(diffs=False) == [f"remove /etc/x (backup in {paths.BACKUP_DIR}) # why"]
+    long = result.describe()
+    assert "    -IPV6_AUTOCONF=yes" in long and "    +VRF=mgmt0" in long
+    # The same changes in the same order: the long form only adds diff lines, indented.
+    heads = [line for line in long if not line.startswith("    ")]
+    assert [h.split(" (")[0] for h in heads] == [s.split(" (")[0] for s in short]
+    assert len(long) > 2 * len(short)
+
+
 def test_wrong_table_recreates_the_vrf_and_reenslaves() -> None:
     state = converged_state()
     links = dict(state.links)
