@@ -55,6 +55,8 @@ class SimHost:
     connect_takes: float = 0.0  # slow connects after the end (SYN retries), judged after
     stalls_while_rolling_back: bool = False  # a connection the rollback moves never answers
     rolls_back_at: float | None = None  # before its deadline, by itself (a reboot, say)
+    fails: str | None = None  # apply.sh stopped at a step that failed, with this message
+    after_rollback: HostState | None = None  # what the rollback left, when not `before`
     # what happened
     confirmed_at: float | None = None
     told_at: float | None = None
@@ -92,7 +94,7 @@ class SimHost:
         rolling = start is not None and now >= start
         end = self.end
         if end is not None and now >= end and (start is None or end <= start):
-            apply = "done" if self.converged else "done"
+            apply = f"failed: {self.fails}" if self.fails else "done"
         else:
             apply = "running"
         return RunStatus(
@@ -146,7 +148,9 @@ class SimHost:
         if not self._connect(within):
             return None
         status = self.status()
-        if status.rolled_back or not status.applied:
+        if status.rolled_back:
+            return status, self.after_rollback or self.before
+        if not status.applied:
             return status, self.before
         return status, converged_state() if self.converged else broken_state()
 
@@ -311,3 +315,29 @@ def test_a_connection_that_gets_through_only_after_the_rollback_proves_no_path()
     )
     assert outcome.rolled_back and outcome.cause == "unreachable", outcome
     assert "Fix the fleet file" in outcome.message(host.spec)
+
+
+def test_an_apply_that_failed_is_rolled_back_at_once() -> None:
+    failure = "ip link add dev mgmt0 type vrf table 10 exited 2"
+    outcome, host = run(apply_takes=5.0, fails=failure)
+    assert outcome.rolled_back and outcome.cause == "wrong", outcome
+    assert host.told_at is not None and host.told_at < 30 and host.confirmed_at is None
+    message = outcome.message(host.spec)
+    assert message.startswith(f"ROLLED BACK (wrong state): the change failed: {failure}.")
+    assert "Fix the fleet file" in message
+
+
+def test_a_rollback_that_leaves_the_host_changed_says_how() -> None:
+    # The path was cut, the host rolled back, but it is not as it was before the run (a
+    # restored file that NetworkManager did not take back, say): the operator must know.
+    outcome, host = run(
+        apply_takes=10.0, reachable_after_end=False, after_rollback=converged_state()
+    )
+    assert outcome.rolled_back and outcome.cause == "unreachable" and outcome.differences
+    message = outcome.message(host.spec)
+    assert message.startswith(
+        "ROLLED BACK (no path: the change ended, but no new ssh connection could be opened"
+    )
+    assert "), but the host is not exactly as before the run: " in message
+    assert "; ".join(outcome.differences[:8]) in message
+    assert "Fix the fleet file" not in message
