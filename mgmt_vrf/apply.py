@@ -25,6 +25,7 @@ from ipaddress import ip_interface
 
 from . import paths
 from .commands import Argv, backup, backup_and_remove, install_staged, sh_quote, to_shell
+from .host_commands import Ip
 from .plan import Plan, RemoveFile, RunCommand, WriteFile, activated_ports
 from .rollback import touched_paths
 
@@ -45,18 +46,16 @@ def _checked(command: str, what: str) -> str:
 
 
 _BATCH_END = "MGMT_VRF_IP_BATCH"
-_FAMILY_FLAGS = {"-4": 4, "-6": 6}
 _ANY = {4: "0.0.0.0/0", 6: "::/0"}
 
 
-def _batch_words(argv: Argv) -> tuple[int | None, tuple[str, ...]]:
+def _batch_words(ip: Ip) -> tuple[int | None, tuple[str, ...]]:
     """The words of an `ip` command as a batch line, and the family the line still needs.
 
     `ip -batch` takes one family for all its lines, so a `-4`/`-6` flag is dropped where an
     address in the line tells ip the family anyway (`default` becomes 0.0.0.0/0 or ::/0).
     """
-    family = _FAMILY_FLAGS.get(argv[1])
-    words = argv[2:] if family else argv[1:]
+    family, words = ip.family, ip.words
     if family is None:
         return None, words
     # `default` first: ip reads it as IPv4 unless told otherwise, even before an IPv6 `via`.
@@ -71,21 +70,27 @@ def _batch_words(argv: Argv) -> tuple[int | None, tuple[str, ...]]:
     return family, words
 
 
-def _batchable(change: RunCommand, batch: list[RunCommand]) -> bool:
+def _batchable(change: RunCommand) -> bool:
     """Consecutive `ip` commands run as one `ip -batch`: one process instead of one each,
     in the same order, stopping at the first that fails."""
-    argv = change.argv
-    if change.unless is not None or change.best_effort or argv[0] != "ip" or len(argv) < 3:
-        return False
-    if argv[1].startswith("-") and argv[1] not in _FAMILY_FLAGS:
+    ip = change.command.ip()
+    if change.unless is not None or change.best_effort or ip is None or len(ip.words) < 2:
         return False
     # Batch lines are split on blanks by ip itself, with no shell in between.
-    if any(not word or any(c.isspace() or c in "'\"\\#" for c in word) for word in argv):
+    if any(not word or any(c.isspace() or c in "'\"\\#" for c in word) for word in ip.words):
         return False
+    if ip.words[0].startswith("-"):
+        return False  # an option of ip itself, not one the batch would carry
     # A line that still needs -4/-6 runs alone: a flag on the batch would make ip read the
     # other family's addresses in its other lines as errors.
-    family, _ = _batch_words(argv)
+    family, _ = _batch_words(ip)
     return family is None
+
+
+def _line(change: RunCommand) -> str:
+    ip = change.command.ip()
+    assert ip is not None  # only batchable changes get here
+    return " ".join(_batch_words(ip)[1])
 
 
 def _ip_batch(batch: list[RunCommand]) -> list[str]:
@@ -97,7 +102,7 @@ def _ip_batch(batch: list[RunCommand]) -> list[str]:
     what = "; ".join(dict.fromkeys(c.why for c in batch))
     return [
         f"ip -batch - <<'{_BATCH_END}' || fail {_q(what)}",
-        *(" ".join(_batch_words(c.argv)[1]) for c in batch),
+        *(_line(c) for c in batch),
         _BATCH_END,
     ]
 
@@ -201,13 +206,13 @@ def apply_script(plan: Plan, timeout: int) -> str:
     lines.append(f"{{ mkdir -p {staging} && chmod 0700 {staging}; }} || fail 'staging directory'")
     batch: list[RunCommand] = []
     for i, change in enumerate(plan.changes):
-        if isinstance(change, RunCommand) and _batchable(change, batch):
+        if isinstance(change, RunCommand) and _batchable(change):
             batch.append(change)
             continue
         lines += _ip_batch(batch)
         batch = []
         if isinstance(change, RunCommand):
-            if _batchable(change, []):
+            if _batchable(change):
                 batch.append(change)
             elif change.unless is not None:
                 command = _checked(change.shell, f"{change.why}: {change.shell}")

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from .host_commands import DeleteRoute
 from .plan import Plan, RemoveFile, RunCommand, WriteFile
 from .profile_text import changed_keys
 
@@ -22,10 +23,6 @@ STATUSES: tuple[Status, ...] = ("converged", "drifted", "unreachable", "refused"
 EXIT_CONVERGED = 0
 EXIT_DRIFT = 1
 EXIT_TROUBLE = 2  # unreachable, refused or failed: the report cannot vouch for the host
-
-# Commands that only follow a file change (the file is already listed as a difference);
-# every nmcli command does (a reload, or NetworkManager activating the new profiles).
-_FOLLOW_UPS = {("nmcli", "connection", "reload"), ("systemctl", "daemon-reload")}
 
 
 @dataclass(frozen=True)
@@ -52,28 +49,20 @@ class HostReport:
         }
 
 
-def _route_words(change: RunCommand) -> str:
-    """The route a delete names, as `ip route` prints it: the step's sentence names the
-    kind of stray route, not which one, and a host can have several."""
-    argv = list(change.argv)
-    if len(argv) < 5 or argv[0] != "ip" or argv[2:4] != ["route", "del"]:
-        return ""
-    words = argv[4:]
-    if "table" in words:
-        at = words.index("table")
-        words = words[:at] + words[at + 2 :]
-    return " ".join(words)
-
-
 def differences(plan: Plan) -> list[str]:
     """What differs on the host, in plan order, one sentence per difference."""
     found: list[str] = []
     for change in plan.changes:
         if isinstance(change, RunCommand):
-            if tuple(change.argv) in _FOLLOW_UPS or change.argv[0] == "nmcli":
+            command = change.command
+            if command.follows_a_file:
                 continue
-            route = _route_words(change)
-            sentence = f"{change.why}: {route}" if route else change.why
+            # The step's sentence names the kind of stray route, not which one, and a host
+            # can have several: the route itself is added.
+            if isinstance(command, DeleteRoute):
+                sentence = f"{change.why}: {command.shown}"
+            else:
+                sentence = change.why
         elif isinstance(change, WriteFile):
             name = posixpath.basename(change.path)
             sentence = f"{name} missing" if change.old is None else f"{name} edited"

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from . import paths, render, services
 from .commands import Argv, to_shell
+from .host_commands import ActivateProfile, CreateVrf, HostCommand, Reload, RestartUnit, Run
 from .hoststate import HostState
 from .model import HostSpec, Vrf
 from .port_profile import new_port_uuid, port_profile, second_profiles
@@ -55,7 +56,7 @@ class RemoveFile:
 
 @dataclass(frozen=True)
 class RunCommand:
-    argv: Argv
+    command: HostCommand
     why: str
     # A shell condition checked on the host just before the command: when it holds, the
     # command is skipped. Set where NetworkManager may already have done the same thing.
@@ -63,6 +64,10 @@ class RunCommand:
     # Where no such condition exists (a delete the plan picked from the fact): a failure
     # does not stop the run; the check from a new connection afterwards judges the result.
     best_effort: bool = False
+
+    @property
+    def argv(self) -> Argv:
+        return self.command.argv
 
     @property
     def shell(self) -> str:
@@ -306,23 +311,24 @@ def _service_changes(
 ) -> list[Change]:
     changes: list[Change] = []
     if profiles_changed and state.network_manager.running:
-        changes.append(
-            RunCommand(("nmcli", "connection", "reload"), "NetworkManager rereads the profiles")
-        )
+        changes.append(RunCommand(Reload("NetworkManager"), "NetworkManager rereads the profiles"))
     if units_changed and state.systemd_running:
-        changes.append(RunCommand(("systemctl", "daemon-reload"), "systemd rereads our unit"))
+        changes.append(RunCommand(Reload("systemd"), "systemd rereads our unit"))
     wants_dir = posixpath.dirname(paths.UNIT_WANTS_LINK)
     unit = posixpath.basename(paths.UNIT)
     if spec.present_vrfs and not state.unit_enabled:
-        changes.append(RunCommand(("mkdir", "-p", wants_dir), f"{unit} is not enabled at boot"))
+        changes.append(
+            RunCommand(Run(("mkdir", "-p", wants_dir)), f"{unit} is not enabled at boot")
+        )
         changes.append(
             RunCommand(
-                ("ln", "-sfn", paths.UNIT, paths.UNIT_WANTS_LINK), f"{unit} is not enabled at boot"
+                Run(("ln", "-sfn", paths.UNIT, paths.UNIT_WANTS_LINK)),
+                f"{unit} is not enabled at boot",
             )
         )
     elif not spec.present_vrfs and state.unit_enabled:
         changes.append(
-            RunCommand(("rm", "-f", paths.UNIT_WANTS_LINK), f"{unit} still enabled at boot")
+            RunCommand(Run(("rm", "-f", paths.UNIT_WANTS_LINK)), f"{unit} still enabled at boot")
         )
     return changes
 
@@ -334,21 +340,18 @@ def _step_changes(steps: list[Step], state: HostState, guarded: bool = False) ->
             continue
         checkable = step.shell_check != "true"
         unless = step.shell_check if guarded and checkable else None
-        for argv in commands_for(step, state):
-            changes.append(RunCommand(argv, step.what, unless, guarded and not checkable))
+        for command in commands_for(step, state):
+            changes.append(RunCommand(command, step.what, unless, guarded and not checkable))
     return changes
-
-
-@dataclass(frozen=True)
-class Activate(RunCommand):
-    """`nmcli connection up` of a port's own profile."""
-
-    port: str = ""
 
 
 def activated_ports(plan: Plan) -> list[str]:
     """The ports whose profiles the plan has NetworkManager activate."""
-    return [c.port for c in plan.changes if isinstance(c, Activate)]
+    return [
+        c.command.port
+        for c in plan.changes
+        if isinstance(c, RunCommand) and isinstance(c.command, ActivateProfile)
+    ]
 
 
 def activations(spec: HostSpec, state: HostState, backend: str) -> list[Change]:
@@ -366,9 +369,8 @@ def activations(spec: HostSpec, state: HostState, backend: str) -> list[Change]:
                 continue  # a renamed VRF's port: its profile is the new VRF's
             seen.add(port)
             role = f"a port of {vrf.name}" if vrf.state == "present" else "a plain profile"
-            kind, value = port_profile(state, port, backend).handle
-            argv = ("nmcli", "--wait", "90", "connection", "up", kind, value)
-            changes.append(Activate(argv, f"NetworkManager activates {port} as {role}", port=port))
+            up = ActivateProfile(port, port_profile(state, port, backend).handle)
+            changes.append(RunCommand(up, f"NetworkManager activates {port} as {role}"))
     return changes
 
 
@@ -419,11 +421,11 @@ def _restart_changes(spec: HostSpec, state: HostState, changes: list[Change]) ->
     dropins = (paths.dropin_unit(c.path) for c in changes if isinstance(c, (WriteFile, RemoveFile)))
     changed_units = {unit for unit in dropins if unit}
     recreated = {
-        c.argv[4]
+        c.command.name
         for c in changes
-        if isinstance(c, RunCommand) and c.argv[:4] == ("ip", "link", "add", "dev")
+        if isinstance(c, RunCommand) and isinstance(c.command, CreateVrf)
     }
     return [
-        RunCommand(("systemctl", "restart", unit), why)
+        RunCommand(RestartUnit(unit), why)
         for unit, why in services.restarts(spec, state, changed_units, recreated)
     ]

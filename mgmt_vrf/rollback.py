@@ -16,6 +16,7 @@ from collections.abc import Iterable
 
 from . import paths
 from .commands import sh_quote
+from .host_commands import RestartUnit, route_match_words
 from .hoststate import MAIN_TABLE, HostState, RouteEntry
 from .model import HostSpec
 from .plan import Plan, RemoveFile, RunCommand, WriteFile, activated_ports
@@ -23,7 +24,6 @@ from .steps import (
     SELECTING_WORDS,
     SPLIT_ON_PURPOSE,
     l3mdev_sysctls,
-    route_match_words,
     sysctl_slash_key,
 )
 
@@ -51,7 +51,7 @@ def touched_paths(plan: Plan) -> list[str]:
 
 
 def _changes_runtime(plan: Plan) -> bool:
-    return any(isinstance(c, RunCommand) and c.argv[0] in ("ip", "sysctl") for c in plan.changes)
+    return any(isinstance(c, RunCommand) and c.command.changes_runtime for c in plan.changes)
 
 
 def _ports(spec: HostSpec, before: HostState) -> list[str]:
@@ -206,9 +206,9 @@ def _reactivation_lines(plan: Plan) -> list[str]:
 
 def restarted_units(plan: Plan) -> list[str]:
     return [
-        c.argv[2]
+        c.command.unit
         for c in plan.changes
-        if isinstance(c, RunCommand) and c.argv[:2] == ("systemctl", "restart")
+        if isinstance(c, RunCommand) and isinstance(c.command, RestartUnit)
     ]
 
 

@@ -19,7 +19,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from ipaddress import IPv4Interface, IPv6Interface, ip_address, ip_network
 
-from .commands import Argv, sh_quote, to_shell
+from .commands import sh_quote, to_shell
+from .host_commands import CreateVrf, DeleteRoute, HostCommand, Ip, Sysctl
 from .hoststate import MAIN_TABLE, HostState, RouteEntry
 from .model import UNREACHABLE_METRIC, HostSpec, Interface, Vrf, needs_dev
 
@@ -30,7 +31,7 @@ Check = Callable[[HostState], bool]
 class Step:
     what: str  # what is wrong while the step does not hold: "table 10 lacks default via 192.0.2.1"
     holds: Check  # True when the fact shows this step is already done
-    commands: tuple[Argv, ...]  # what the plan runs when it is not
+    commands: tuple[HostCommand, ...]  # what the plan runs when it is not
     shell_check: str  # POSIX sh condition, true when done (the boot script's view)
     # The boot script may need a different, self-contained form of the repair (a loop where
     # the plan lists exact routes); by default it runs `commands`.
@@ -41,7 +42,7 @@ class Step:
     def repair_lines(self) -> tuple[str, ...]:
         if self.shell_repair is not None:
             return self.shell_repair
-        return tuple(to_shell(argv) for argv in self.commands)
+        return tuple(to_shell(command.argv) for command in self.commands)
 
 
 _q = sh_quote
@@ -212,23 +213,6 @@ def _wanted_vrf_routes(vrf: Vrf, family: int) -> list[tuple[str, str]]:
     return wanted
 
 
-def route_match_words(route: RouteEntry) -> list[str]:
-    """The words that single out one route: destination, gateway, device, metric."""
-    words = [route.dst]
-    if route.gateway:
-        words += ["via", route.gateway]
-    if route.dev:
-        words += ["dev", route.dev]
-    if route.metric is not None:
-        words += ["metric", str(route.metric)]
-    return words
-
-
-def route_del_argv(route: RouteEntry) -> Argv:
-    table = "main" if route.table == MAIN_TABLE else str(route.table)
-    return ("ip", _fam(route.family), "route", "del", *route_match_words(route), "table", table)
-
-
 Finder = Callable[[HostState], list[RouteEntry]]
 
 
@@ -236,8 +220,8 @@ def _none_found(find: Finder) -> Check:
     return lambda state: not find(state)
 
 
-def _deletes_of(find: Finder) -> Callable[[HostState], tuple[Argv, ...]]:
-    return lambda state: tuple(route_del_argv(route) for route in find(state))
+def _deletes_of(find: Finder) -> Callable[[HostState], tuple[HostCommand, ...]]:
+    return lambda state: tuple(DeleteRoute(route) for route in find(state))
 
 
 def _released(port: str, vrf: str) -> Check:
@@ -287,7 +271,7 @@ def _sysctl_step(key: str, value: str) -> Step:
     return Step(
         what=f"{key} is not {value}",
         holds=_sysctl_is(key, value),
-        commands=(("sysctl", "-q", "-w", f"{slash}={value}"),),
+        commands=(Sysctl(slash, value),),
         shell_check=f'[ "$(cat {_q(path)} 2>/dev/null)" = {_q(value)} ]',
         early=True,
     )
@@ -306,18 +290,10 @@ def _main_default_steps(spec: HostSpec) -> list[Step]:
                 what=f"main table lacks default via {gateway} dev {iface.name}",
                 holds=_route_present(family, MAIN_TABLE, "default", str(gateway)),
                 commands=(
-                    (
-                        "ip",
-                        _fam(family),
-                        "route",
-                        "replace",
-                        "default",
-                        "via",
-                        str(gateway),
-                        "dev",
-                        iface.name,
-                        "table",
-                        "main",
+                    Ip(
+                        ("route", "replace", "default", "via", str(gateway))
+                        + ("dev", iface.name, "table", "main"),
+                        family,
                     ),
                 ),
                 shell_check=(
@@ -385,14 +361,14 @@ def _stray_main_default_steps(spec: HostSpec) -> list[Step]:
 class _DynamicStep(Step):
     """A step whose plan commands depend on what the fact found (routes to delete)."""
 
-    dynamic: Callable[[HostState], tuple[Argv, ...]] | None = None
+    dynamic: Callable[[HostState], tuple[HostCommand, ...]] | None = None
 
-    def commands_for(self, state: HostState) -> tuple[Argv, ...]:
+    def commands_for(self, state: HostState) -> tuple[HostCommand, ...]:
         assert self.dynamic is not None
         return self.dynamic(state)
 
 
-def commands_for(step: Step, state: HostState) -> tuple[Argv, ...]:
+def commands_for(step: Step, state: HostState) -> tuple[HostCommand, ...]:
     if isinstance(step, _DynamicStep):
         return step.commands_for(state)
     return step.commands
@@ -401,22 +377,23 @@ def commands_for(step: Step, state: HostState) -> tuple[Argv, ...]:
 def _vrf_device_steps(vrf: Vrf, tables_in_use: frozenset[int] = frozenset()) -> list[Step]:
     name, table = vrf.name, str(vrf.table)
     device_ok = vrf_device_ok(vrf)
+    create = CreateVrf(name, vrf.table)
 
-    def recreate(state: HostState) -> tuple[Argv, ...]:
-        cmds: tuple[Argv, ...] = ()
+    def recreate(state: HostState) -> tuple[HostCommand, ...]:
+        cmds: tuple[HostCommand, ...] = ()
         link = state.links.get(vrf.name)
         if link is not None:
             # NetworkManager and the kernel cannot change a VRF's table in place.
-            cmds += (("ip", "link", "del", "dev", name),)
+            cmds += (Ip(("link", "del", "dev", name)),)
             old = link.vrf_table
             # Nor a table another VRF on the host uses, declared here or not.
             others = {v.vrf_table for n, v in state.vrf_links.items() if n != vrf.name}
             if link.is_vrf and old is not None and old not in tables_in_use | others:
                 # The old table would keep its unreachable guards and static routes.
                 cmds += tuple(
-                    ("ip", _fam(family), "route", "flush", "table", str(old)) for family in (4, 6)
+                    Ip(("route", "flush", "table", str(old)), family) for family in (4, 6)
                 )
-        return cmds + (("ip", "link", "add", "dev", name, "type", "vrf", "table", table),)
+        return (*cmds, create)
 
     steps: list[Step] = [
         _DynamicStep(
@@ -428,14 +405,14 @@ def _vrf_device_steps(vrf: Vrf, tables_in_use: frozenset[int] = frozenset()) -> 
             ),
             shell_repair=(
                 f"ip link del dev {_q(name)} 2>/dev/null || :",
-                to_shell(("ip", "link", "add", "dev", name, "type", "vrf", "table", table)),
+                to_shell(create.argv),
             ),
             dynamic=recreate,
         ),
         Step(
             what=f"VRF {name} is not up",
             holds=_link_up(name, also=device_ok),
-            commands=(("ip", "link", "set", "dev", name, "up"),),
+            commands=(Ip(("link", "set", "dev", name, "up")),),
             shell_check=f"ip link show dev {_q(name)} 2>/dev/null | grep -Eq '[<,]UP[,>]'",
         ),
     ]
@@ -448,17 +425,10 @@ def _vrf_device_steps(vrf: Vrf, tables_in_use: frozenset[int] = frozenset()) -> 
                 ),
                 holds=_route_present(family, vrf.table, "default", None, kind="unreachable"),
                 commands=(
-                    (
-                        "ip",
-                        _fam(family),
-                        "route",
-                        "replace",
-                        "unreachable",
-                        "default",
-                        "metric",
-                        str(UNREACHABLE_METRIC),
-                        "table",
-                        table,
+                    Ip(
+                        ("route", "replace", "unreachable", "default")
+                        + ("metric", str(UNREACHABLE_METRIC), "table", table),
+                        family,
                     ),
                 ),
                 shell_check=(
@@ -477,13 +447,13 @@ def _port_steps(vrf: Vrf, port: Interface) -> list[Step]:
         Step(
             what=f"{p} is not in VRF {name}",
             holds=enslaved,
-            commands=(("ip", "link", "set", "dev", p, "master", name),),
+            commands=(Ip(("link", "set", "dev", p, "master", name)),),
             shell_check=f"ip link show dev {_q(p)} 2>/dev/null | {_has(f' master {name} ')}",
         ),
         Step(
             what=f"{p} is not up in VRF {name}",
             holds=_link_up(p, also=enslaved),
-            commands=(("ip", "link", "set", "dev", p, "up"),),
+            commands=(Ip(("link", "set", "dev", p, "up")),),
             shell_check=f"ip link show dev {_q(p)} 2>/dev/null | grep -Eq '[<,]UP[,>]'",
         ),
     ]
@@ -496,7 +466,7 @@ def _port_steps(vrf: Vrf, port: Interface) -> list[Step]:
             Step(
                 what=f"{p} lacks address {address} in VRF {name}",
                 holds=_has_address(p, address, vrf),
-                commands=(("ip", _fam(fam), "addr", "replace", str(address), "dev", p),),
+                commands=(Ip(("addr", "replace", str(address), "dev", p), fam),),
                 shell_check=(
                     f"ip {_fam(fam)} addr show dev {_q(p)} 2>/dev/null | "
                     f"grep -qF -- {_q(f'{word} {address} ')}"
@@ -533,18 +503,7 @@ def _vrf_route_steps(spec: HostSpec, vrf: Vrf) -> list[Step]:
                     what=f"table {table} lacks {shown} via {gateway}",
                     holds=_route_present(family, vrf.table, dst, gateway),
                     commands=(
-                        (
-                            "ip",
-                            _fam(family),
-                            "route",
-                            "replace",
-                            dst,
-                            "via",
-                            gateway,
-                            *dev,
-                            "table",
-                            table,
-                        ),
+                        Ip(("route", "replace", dst, "via", gateway, *dev, "table", table), family),
                     ),
                     shell_check=(
                         f"ip {_fam(family)} route show table {table} exact {_q(exact)} 2>/dev/null"
@@ -573,8 +532,7 @@ def _l3mdev_rule_steps() -> list[Step]:
                 what=f"no IPv{family} l3mdev rule: VRF-bound sockets would use the main table",
                 holds=holds,
                 commands=(
-                    ("ip", _fam(family), "rule", "add", "pref", "1000", "l3mdev")
-                    + ("protocol", "kernel"),
+                    Ip(("rule", "add", "pref", "1000", "l3mdev", "protocol", "kernel"), family),
                 ),
                 shell_check=f"ip {_fam(family)} rule show 2>/dev/null | {_has('l3mdev')}",
             )
@@ -656,7 +614,7 @@ def teardown_steps(spec: HostSpec, vrfs: Iterable[Vrf] | None = None) -> list[St
                 Step(
                     what=f"{port_name} still in VRF {vrf.name}, which is marked absent",
                     holds=_released(port_name, vrf.name),
-                    commands=(("ip", "link", "set", "dev", port_name, "nomaster"),),
+                    commands=(Ip(("link", "set", "dev", port_name, "nomaster")),),
                     # Checked on the host only where NetworkManager may have done it first.
                     shell_check=(
                         f"! ip link show dev {_q(port_name)} 2>/dev/null | "
@@ -672,14 +630,8 @@ def teardown_steps(spec: HostSpec, vrfs: Iterable[Vrf] | None = None) -> list[St
                         what=f"{port_name} lacks address {address}",
                         holds=_released_with(port_name, vrf.name, address),
                         commands=(
-                            (
-                                "ip",
-                                _fam(address.version),
-                                "addr",
-                                "replace",
-                                str(address),
-                                "dev",
-                                port_name,
+                            Ip(
+                                ("addr", "replace", str(address), "dev", port_name), address.version
                             ),
                         ),
                         shell_check=(
@@ -693,7 +645,7 @@ def teardown_steps(spec: HostSpec, vrfs: Iterable[Vrf] | None = None) -> list[St
             Step(
                 what=f"VRF {vrf.name} still exists but is marked absent",
                 holds=_no_vrf_device(vrf.name),
-                commands=(("ip", "link", "del", "dev", vrf.name),),
+                commands=(Ip(("link", "del", "dev", vrf.name)),),
                 shell_check=f"! ip link show dev {_q(vrf.name)} >/dev/null 2>&1",
             )
         )
@@ -708,7 +660,7 @@ def teardown_steps(spec: HostSpec, vrfs: Iterable[Vrf] | None = None) -> list[St
                         f"{vrf.name}"
                     ),
                     holds=_table_empty(vrf.table, family),
-                    commands=(("ip", _fam(family), "route", "flush", "table", str(vrf.table)),),
+                    commands=(Ip(("route", "flush", "table", str(vrf.table)), family),),
                     # A route of a VRF profile that names no device (the unreachable
                     # default) outlives NetworkManager's deletion of the VRF.
                     shell_check=(

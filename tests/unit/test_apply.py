@@ -15,6 +15,7 @@ from datetime import datetime
 from pathlib import Path
 
 from mgmt_vrf import apply, paths
+from mgmt_vrf.host_commands import Ip
 from mgmt_vrf.hoststate import RouteEntry
 from mgmt_vrf.plan import RemoveFile, RunCommand, WriteFile, plan
 from mgmt_vrf.rollback import STOP_APPLY
@@ -68,7 +69,9 @@ def executed(script: str) -> list[tuple[str, ...]]:
                     break
                 out.append(("ip", *inner.split()))
         elif argv[0] == "ip":
-            out.append(("ip", *apply._batch_words(argv)[1]))
+            family = {"-4": 4, "-6": 6}.get(argv[1])
+            ip = Ip(argv[2:], family) if family else Ip(argv[1:])
+            out.append(("ip", *apply._batch_words(ip)[1]))
         else:
             out.append(argv)
     return out
@@ -83,7 +86,7 @@ def test_apply_script_runs_every_change_in_order_and_stops_at_the_first_failure(
     script = apply.apply_script(result, 120)
     assert subprocess.run(["sh", "-n"], input=script, text=True).returncode == 0
     runs = [
-        ("ip", *apply._batch_words(c.argv)[1]) if c.argv[0] == "ip" else c.argv
+        ("ip", *apply._batch_words(ip)[1]) if (ip := c.command.ip()) else c.argv
         for c in result.changes
         if isinstance(c, RunCommand)
     ]
@@ -153,7 +156,7 @@ def test_ip_batch_does_what_the_single_commands_do(tmp_path: Path) -> None:
             for line in setup:
                 assert sh("ip", "-n", name, *line.split()).returncode == 0, line
             if batched:
-                text = "\n".join(" ".join(apply._batch_words(c.argv)[1]) for c in commands)
+                text = "\n".join(apply._line(c) for c in commands)
                 r = subprocess.run(["ip", "-n", name, "-batch", "-"], input=text + "\n",
                                    capture_output=True, text=True)  # fmt: skip
                 assert r.returncode == 0, r.stderr

@@ -13,8 +13,9 @@ from ipaddress import IPv4Interface
 import pytest
 
 from mgmt_vrf import paths
+from mgmt_vrf.host_commands import ActivateProfile
 from mgmt_vrf.hoststate import FileState, HostState, NetworkManager, Profile
-from mgmt_vrf.plan import Activate, RemoveFile, WriteFile, plan
+from mgmt_vrf.plan import RemoveFile, RunCommand, WriteFile, plan
 from mgmt_vrf.port_profile import port_profile
 from mgmt_vrf.probe import parse_probe_output
 from mgmt_vrf.profile_text import Keyfile, hide_secrets
@@ -101,8 +102,13 @@ def test_no_ifcfg_file_and_no_route_file_is_written_beside_a_keyfile() -> None:
 
 def test_the_port_is_activated_by_its_profiles_uuid() -> None:
     result = plan(seed_spec(), with_keyfile(OPERATOR))
-    (up,) = [c for c in result.changes if isinstance(c, Activate)]
-    assert (up.port, up.shell) == ("eth2", f"nmcli --wait 90 connection up uuid {UUID}")
+    (up,) = [
+        c
+        for c in result.changes
+        if isinstance(c, RunCommand) and isinstance(c.command, ActivateProfile)
+    ]
+    assert isinstance(up.command, ActivateProfile)
+    assert (up.command.port, up.shell) == ("eth2", f"nmcli --wait 90 connection up uuid {UUID}")
 
 
 def test_a_second_run_writes_nothing_and_release_gives_the_file_back_byte_for_byte() -> None:

@@ -134,7 +134,7 @@ def test_link_local_gateway_routes_name_the_port() -> None:
     replaces = [
         argv
         for step in present_steps(spec)
-        for argv in step.commands
+        for argv in (command.argv for command in step.commands)
         if argv[:4] == ("ip", "-6", "route", "replace") and "fe80::1" in argv
     ]
     assert replaces == [
