@@ -24,7 +24,15 @@ from dataclasses import dataclass
 from ipaddress import ip_interface
 
 from . import paths
-from .commands import Argv, backup, backup_and_remove, install_staged, sh_quote, to_shell
+from .commands import (
+    Argv,
+    backup,
+    backup_and_remove,
+    install_staged,
+    sh_comment,
+    sh_quote,
+    to_shell,
+)
 from .host_commands import Ip
 from .plan import Plan, RemoveFile, RunCommand, WriteFile, activated_ports
 from .rollback import touched_paths
@@ -178,7 +186,8 @@ def apply_script(plan: Plan, timeout: int) -> str:
     failed, the rollback is re-armed `timeout` seconds from then."""
     lines = [
         "#!/bin/sh",
-        f"# mgmt-vrf apply for {plan.host}: written by the deploy, undone by rollback.sh.",
+        f"# mgmt-vrf apply for {sh_comment(plan.host)}: written by the deploy, undone by "
+        "rollback.sh.",
         "set -u",
         f"run={_q(paths.RUN_DIR)}",
         *apply_functions(timeout),

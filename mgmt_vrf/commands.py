@@ -42,5 +42,11 @@ def sh_quote(value: object) -> str:
     return shlex.quote(str(value))
 
 
+def sh_comment(text: object) -> str:
+    """`text` for the rest of a `#` comment line. A comment ends at a newline, whatever the
+    quoting, so every character that is not printable is shown escaped instead."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+
+
 def to_shell(argv: Sequence[str]) -> str:
     return " ".join(sh_quote(arg) for arg in argv)

@@ -25,6 +25,7 @@ import json
 import os
 import re
 import tomllib
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from ipaddress import (
@@ -1024,7 +1025,7 @@ def _parse_document(document: Mapping[str, Any], source: Path, errors: _Errors) 
     if errors.messages:
         return None
     return Fleet(
-        hosts=tuple(specs),
+        hosts=tuple(_checked_here(spec) for spec in specs),
         groups={name: tuple(hosts) for name, hosts in members.items()},
         source=source,
     )
@@ -1597,16 +1598,41 @@ def spec_to_data(spec: HostSpec) -> dict[str, Any]:
     return host
 
 
+# The specs this module built: by the fleet file's rules, so they need no second look. Any
+# other HostSpec was built in code, and is checked by the same rules when it is first used.
+# Keyed by identity: a spec compares by value, and hashing every nested field is slow.
+_CHECKED: weakref.WeakValueDictionary[int, HostSpec] = weakref.WeakValueDictionary()
+
+
+def _checked_here(spec: HostSpec) -> HostSpec:
+    _CHECKED[id(spec)] = spec
+    return spec
+
+
 def spec_from_data(data: HostSpec | Mapping[str, Any], source: str = "host data") -> HostSpec:
-    """Rebuild a HostSpec from host data: a HostSpec as is, or a `spec_to_data` dict
-    (validated with the same rules as the fleet file; FleetError on problems)."""
+    """Rebuild a HostSpec from host data: a `spec_to_data` dict, or a HostSpec, both validated
+    with the same rules as the fleet file (FleetError on problems). A HostSpec this module
+    built comes back as it is; one built in code comes back as the fleet file would give it
+    (ssh key paths absolute, from the current directory)."""
     if isinstance(data, HostSpec):
-        return data
+        if _CHECKED.get(id(data)) is data:
+            return data
+        return spec_from_data(spec_to_data(data), source)
     errors = _Errors(source)
     raw = dict(data)
     name = raw.pop("name", None)
     if not isinstance(name, str) or not name:
         raise FleetError([f"{source}: name: missing; the dict needs the host's name"])
+    odd = next((c for c in name if c.isspace() or not c.isprintable()), None)
+    if odd is not None:
+        # pyinfra's own names (@local, @docker/NAME) pass; a newline would end a comment
+        # line in the generated scripts, and a blank would split the host's name in two.
+        raise FleetError(
+            [
+                f"{source}: name: {name!r} contains {odd!r}; a host's name is one word of "
+                "printable characters (your inventory's name for the host)"
+            ]
+        )
     where = f"host {name}"
     raw_groups = raw.pop("groups", None)
     # No fleet file here: spec_to_data wrote absolute ssh paths; any other is read from cwd.
@@ -1616,4 +1642,4 @@ def spec_from_data(data: HostSpec | Mapping[str, Any], source: str = "host data"
     spec = _build_host(name, [(None, layer)], where, errors)
     if errors.messages or spec is None:
         raise FleetError(errors.messages)
-    return spec
+    return _checked_here(spec)

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from . import paths
-from .commands import sh_quote
+from .commands import sh_comment, sh_quote
 from .host_commands import RestartUnit, route_match_words
 from .hoststate import MAIN_TABLE, HostState, RouteEntry
 from .model import HostSpec
@@ -229,7 +229,8 @@ def rollback_script(spec: HostSpec, before: HostState, plan: Plan) -> str:
     run = _q(paths.RUN_DIR)
     lines = [
         "#!/bin/sh",
-        f"# mgmt-vrf rollback for {spec.name}: restores the state read before the change.",
+        f"# mgmt-vrf rollback for {sh_comment(spec.name)}: restores the state read before the "
+        "change.",
         f"run={run}",
         'mv "$run/armed" "$run/rolling-back" 2>/dev/null || exit 0',
         'exec >>"$run/log" 2>&1',

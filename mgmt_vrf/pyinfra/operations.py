@@ -33,6 +33,7 @@ from mgmt_vrf.apply import (
 )
 from mgmt_vrf.commands import Argv, to_shell
 from mgmt_vrf.confirm import confirm_or_roll_back as confirm
+from mgmt_vrf.fleet_file import FleetError, spec_from_data
 from mgmt_vrf.hoststate import HostState
 from mgmt_vrf.model import HostSpec
 from mgmt_vrf.plan import Plan, RunCommand, plan
@@ -226,8 +227,8 @@ def converge(spec: HostSpec) -> Generator:
     """
     Bring a host's management VRFs to the state its fleet-file entry describes.
 
-    + spec: the host's validated ``HostSpec`` (``mgmt_vrf.pyinfra.hostspec.host_spec`` reads it
-      from host data)
+    + spec: the host's ``HostSpec`` (``mgmt_vrf.pyinfra.hostspec.host_spec`` reads it from host
+      data); one built in code is checked by the fleet file's rules first
 
     **Example:**
 
@@ -252,6 +253,13 @@ def converge(spec: HostSpec) -> Generator:
     the others wait, unchanged, for one of them to finish.
     """
 
+    try:
+        spec = spec_from_data(spec, source="converge(spec=...)")
+    except FleetError as exc:
+        raise OperationError(
+            "the spec does not pass the fleet file's checks, nothing was changed:\n  "
+            + "\n  ".join(exc.messages)
+        ) from None
     before, result = plan_for_host(spec)
     if result.converged:
         host.noop(f"management VRFs of {spec.name} already converged")

@@ -162,3 +162,44 @@ def test_broken_fixture_is_a_real_lab_capture() -> None:
     text = BROKEN.read_text()
     assert text.rstrip().endswith("##mgmt-vrf## end")
     assert "ifcfg-vrf.eth2" in text
+
+
+# A deploy of the user's own that builds the spec in code, with two mistakes in it.
+CODE_BUILT_DEPLOY = """
+from dataclasses import replace
+
+from pyinfra import host
+
+from mgmt_vrf.pyinfra.hostspec import host_spec
+from mgmt_vrf.pyinfra.operations import converge
+
+spec = host_spec(host)
+vrf = replace(spec.vrfs[0], name="mgmt0;reboot", table=254)
+converge(name="Management VRF", spec=replace(spec, vrfs=(vrf,)))
+"""
+
+
+def test_a_spec_built_in_code_is_checked_by_the_fleet_files_rules(tmp_path: Path) -> None:
+    deploy = tmp_path / "code_deploy.py"
+    deploy.write_text(CODE_BUILT_DEPLOY)
+    fleet = tmp_path / "fleet.toml"
+    fleet.write_text(_fleet_toml())
+    env = {**os.environ, "FAKE_FLEET": str(fleet), "FAKE_PROBE_OUTPUT": str(BROKEN)}
+    result = subprocess.run(
+        [sys.executable, "-m", "pyinfra", "tests/fake_fleet/inventory.py", str(deploy), "--dry"]
+        + ["--limit", f"@fake/{HOSTS[0]}"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode != 0 and "Traceback" not in output, output[-3000:]
+    assert "the spec does not pass the fleet file's checks, nothing was changed" in output
+    assert (
+        f'converge(spec=...): host {HOSTS[0]}: vrfs."mgmt0;reboot": VRF name "mgmt0;reboot" '
+        "contains ';'"
+    ) in output, output[-3000:]
+    assert f'host {HOSTS[0]}: vrfs."mgmt0;reboot".table: 254 is reserved' in output
+    assert "mgmt-vrf plan" not in output

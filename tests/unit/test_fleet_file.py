@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from ipaddress import IPv4Address, IPv4Interface, IPv6Address, IPv6Interface, ip_network
 from pathlib import Path
 
@@ -1187,6 +1188,32 @@ def test_spec_data_round_trip(tmp_path: Path) -> None:
     data["vrfs"]["mgmt0"]["table"] = 255
     with pytest.raises(FleetError, match=r"host data: host web01: vrfs.mgmt0.table: 255 is"):
         spec_from_data(data)
+
+
+def test_a_spec_built_in_code_is_checked_by_the_same_rules(tmp_path: Path) -> None:
+    spec = load_fleet(write(tmp_path, BASE)).hosts[0]
+    # Built in code, not by the fleet file: checked, and equal when it is right.
+    copy = replace(spec, vrfs=tuple(replace(v) for v in spec.vrfs))
+    assert copy is not spec and spec_from_data(copy) == spec
+    vrf = replace(spec.vrfs[0], name="mgmt0;reboot", table=254)
+    with pytest.raises(FleetError) as caught:
+        spec_from_data(replace(spec, vrfs=(vrf,)), source="converge(spec=...)")
+    assert caught.value.messages == (
+        'converge(spec=...): host web01: vrfs."mgmt0;reboot": VRF name "mgmt0;reboot" contains '
+        "';'; a device name here uses only letters, digits, '_', '.' and '-', at most 15 bytes, "
+        "as real interface names do",
+        'converge(spec=...): host web01: vrfs."mgmt0;reboot".table: 254 is reserved (253 '
+        "default, 254 main, 255 local); use 1-252 or 256-4294967295",
+    )
+
+
+@pytest.mark.parametrize("name", ["web01\ntouch /tmp/x #", "web 01", "web01\x1b[2J"])
+def test_a_host_name_from_data_is_one_printable_word(tmp_path: Path, name: str) -> None:
+    data = spec_to_data(load_fleet(write(tmp_path, BASE)).hosts[0])
+    with pytest.raises(FleetError, match=r"^host data: name: .* contains .*; a host's name is"):
+        spec_from_data({**data, "name": name})
+    # pyinfra's own names are fine.
+    assert spec_from_data({**data, "name": "@fake/web01"}).name == "@fake/web01"
 
 
 def test_host_data_has_connector_keys_only_when_given(tmp_path: Path) -> None:

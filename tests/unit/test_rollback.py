@@ -44,6 +44,16 @@ def test_script_is_valid_sh_and_runs_at_most_once() -> None:
     assert lines[-2] == "echo 'done' > \"$run/rollback.status\""
 
 
+def test_a_host_name_cannot_end_the_scripts_comment_line() -> None:
+    # Validation refuses such a name (test_fleet_file.py); the scripts do not rely on it.
+    spec = replace(seed_spec(), name="alma1\ntouch /tmp/pwned #")
+    before = broken_state()
+    result = plan(spec, before)
+    for script in (apply_script(result, 120), rollback_script(spec, before, result)):
+        assert not [line for line in script.splitlines() if line.startswith("touch")]
+        assert "# mgmt-vrf " in script and "for alma1\\ntouch /tmp/pwned #: " in script
+
+
 def test_clean_host_gets_its_vrf_deleted_and_defaults_and_sysctls_back() -> None:
     spec = seed_spec()
     before = clean_state()
