@@ -25,7 +25,8 @@ _ROOT = Path(__file__).resolve().parent
 if str(_ROOT) not in sys.path:
     sys.path.insert(0, str(_ROOT))
 
-from mgmt_vrf.fleet_file import FleetError, inventory_groups, load_fleet  # noqa: E402
+from mgmt_vrf.fleet_file import FleetError, load_fleet  # noqa: E402
+from mgmt_vrf.pyinfra.inventory_data import inventory_groups  # noqa: E402
 
 _ENV = "MGMT_VRF_FLEET"
 _LAB_FLEET = _ROOT / "lab" / "run" / "fleet.toml"

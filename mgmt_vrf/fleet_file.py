@@ -64,8 +64,6 @@ from .model import (
 __all__ = [
     "Fleet",
     "FleetError",
-    "host_data",
-    "inventory_groups",
     "load_fleet",
     "parse_fleet",
     "spec_from_data",
@@ -90,34 +88,18 @@ RESERVED_DEVICE_NAMES = {
 TABLE_MAX = 2**32 - 1
 RESERVED_TABLES = {253: "default", 254: "main", 255: "local"}
 TABLE_HINT = f"use 1-252 or 256-{TABLE_MAX}"
-# pyinfra builds these groups itself, or inventory.py does: a fleet group of that name
-# would silently merge with them.
-RESERVED_GROUPS = ("all", "inventory", "mgmt_vrf_hosts")
+# Fleet groups become inventory groups. pyinfra builds "all" and "inventory" itself, and
+# the inventory's group of every host of the fleet is ALL_HOSTS_GROUP: a fleet group of one
+# of these names would silently merge with them.
+ALL_HOSTS_GROUP = "mgmt_vrf_hosts"
+RESERVED_GROUPS = ("all", "inventory", ALL_HOSTS_GROUP)
 STRICT_CHOICES = ("yes", "accept-new", "no")
 BACKEND_CHOICES = ("auto", "networkmanager", "network-scripts")
 STATE_CHOICES = ("present", "absent")
 
-# pyinfra reads these host-data keys for its ssh connector; we only set the ones given.
-SSH_DATA_KEYS = {
-    "user": "ssh_user",
-    "port": "ssh_port",
-    "key": "ssh_key",
-    "known_hosts_file": "ssh_known_hosts_file",
-    "strict_host_key_checking": "ssh_strict_host_key_checking",
-}
-# pyinfra connects to every host at once by default, and a burst of handshakes can fail on
-# hosts that are fine (seen at 50 hosts at once on the lab: "No existing session"). Each
-# host gets two more tries, spread out so the retries are no burst of their own.
-CONNECT_RETRY_DATA = {
-    "ssh_connect_retries": 2,
-    "ssh_connect_retry_min_delay": 1.0,
-    "ssh_connect_retry_max_delay": 5.0,
-}
 MAX_CONNECT_TIMEOUT = 600
-SPEC_DATA_KEY = "mgmt_vrf_spec"
-FLEET_FILE_DATA_KEY = "mgmt_vrf_fleet_file"
-ALL_HOSTS_GROUP = "mgmt_vrf_hosts"
-
+# The Ssh fields the fleet file spells ssh_NAME, as pyinfra's ssh connector does its data.
+SSH_CONNECTOR_KEYS = ("user", "port", "key", "known_hosts_file", "strict_host_key_checking")
 _HOST_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _GROUP_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
 _BARE_KEY_RE = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -1518,44 +1500,13 @@ def _check_lockout(
 
 
 # ---------------------------------------------------------------------------------------
-# pyinfra host data
-
-
-def host_data(spec: HostSpec, fleet_file: str | Path) -> dict[str, Any]:
-    """The pyinfra host data for one host: connector keys (only those given) plus our spec.
-
-    pyinfra keeps host data as plain Python objects (no JSON round trip), so the HostSpec
-    itself travels in the data; `spec_from_data` still accepts the dict form.
-    """
-    data: dict[str, Any] = {"ssh_hostname": spec.ssh.address, **CONNECT_RETRY_DATA}
-    for attr, key in SSH_DATA_KEYS.items():
-        value = getattr(spec.ssh, attr)
-        if value is not None:
-            data[key] = value
-    if spec.ssh.connect_timeout is not None:
-        # paramiko's own: the TCP connect and the key exchange share `timeout`.
-        seconds = spec.ssh.connect_timeout
-        data["ssh_paramiko_connect_kwargs"] = {"timeout": seconds, "banner_timeout": seconds}
-    data[SPEC_DATA_KEY] = spec
-    data[FLEET_FILE_DATA_KEY] = str(Path(fleet_file).resolve())
-    return data
-
-
-def inventory_groups(fleet: Fleet) -> dict[str, list[tuple[str, dict[str, Any]]]]:
-    """pyinfra groups: one per fleet group plus ALL_HOSTS_GROUP, as (name, data) tuples."""
-    data = {spec.name: host_data(spec, fleet.source) for spec in fleet.hosts}
-    groups: dict[str, list[tuple[str, dict[str, Any]]]] = {
-        ALL_HOSTS_GROUP: [(spec.name, data[spec.name]) for spec in fleet.hosts]
-    }
-    for group, names in fleet.groups.items():
-        groups[group] = [(name, data[name]) for name in names]
-    return groups
+# Host data: the spec as a plain dict, and back
 
 
 def spec_to_data(spec: HostSpec) -> dict[str, Any]:
     """A JSON-friendly dict in fleet-file form (plus `name`), for printing or storing."""
     host: dict[str, Any] = {"name": spec.name, "ssh_address": spec.ssh.address}
-    for attr in SSH_DATA_KEYS:
+    for attr in SSH_CONNECTOR_KEYS:
         value = getattr(spec.ssh, attr)
         if value is not None:
             host[f"ssh_{attr}"] = value

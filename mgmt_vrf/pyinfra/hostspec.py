@@ -16,8 +16,10 @@ from typing import Any
 
 from pyinfra.api.host import Host
 
-from mgmt_vrf.fleet_file import SPEC_DATA_KEY, FleetError, spec_from_data
+from mgmt_vrf.fleet_file import FleetError, spec_from_data
 from mgmt_vrf.model import HostSpec
+
+from .inventory_data import SPEC_DATA_KEY
 
 TABLE_DATA_KEY = "mgmt_vrf"
 SOURCE = "host data"

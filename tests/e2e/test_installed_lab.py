@@ -16,13 +16,8 @@ import pytest
 from lab import client
 from lab.errors import LabError
 from lab.pytest_fixture import Lab
-from mgmt_vrf.fleet_file import (
-    FLEET_FILE_DATA_KEY,
-    SPEC_DATA_KEY,
-    host_data,
-    load_fleet,
-    spec_to_data,
-)
+from mgmt_vrf.fleet_file import load_fleet, spec_to_data
+from mgmt_vrf.pyinfra.inventory_data import FLEET_FILE_DATA_KEY, SPEC_DATA_KEY, host_data
 from tests.installed import USER_DEPLOY, Installed, install
 
 

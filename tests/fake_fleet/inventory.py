@@ -18,6 +18,7 @@ if str(_ROOT) not in sys.path:
 from mgmt_vrf.apply import STATUS_MARKER  # noqa: E402
 from mgmt_vrf.fleet_file import load_fleet  # noqa: E402
 from mgmt_vrf.probe import MARKER  # noqa: E402
+from mgmt_vrf.pyinfra.inventory_data import SPEC_DATA_KEY  # noqa: E402
 
 _fleet = load_fleet(os.environ["FAKE_FLEET"])
 _probe_output = Path(os.environ["FAKE_PROBE_OUTPUT"]).read_text().splitlines()
@@ -36,7 +37,7 @@ fake_hosts = [
     (
         f"@fake/{spec.name}",
         {
-            "mgmt_vrf_spec": spec,
+            SPEC_DATA_KEY: spec,
             "fake_responses": _responses,
             "fake_delay": 0,
             "fake_delay_jitter": 0,

@@ -22,14 +22,13 @@ import pytest
 from mgmt_vrf.fleet_file import (
     Fleet,
     FleetError,
-    host_data,
-    inventory_groups,
     load_fleet,
     parse_fleet,
     spec_from_data,
     spec_to_data,
 )
 from mgmt_vrf.model import HostSpec, Interface, Route, Vrf
+from mgmt_vrf.pyinfra.inventory_data import host_data, inventory_groups
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "fleet.example.toml"
