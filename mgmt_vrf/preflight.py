@@ -7,8 +7,9 @@ touched; the rest of the fleet goes on.
 
 from __future__ import annotations
 
-from .hoststate import HostState
-from .model import HostSpec
+from .host_commands import route_match_words
+from .hoststate import HostState, RouteEntry
+from .model import UNREACHABLE_METRIC, HostSpec
 from .paths import UNIT_NAME
 from .plan import resolve_backend
 from .port_profile import port_profile
@@ -103,4 +104,62 @@ def host_problems(spec: HostSpec, state: HostState) -> list[str]:
                     f"without losing what it says: {e}"
                 )
     problems += unit_problems(spec, state)
+    problems += _tables_in_use(spec, state, where)
+    problems += _l3mdev_rule_order(spec, state, where)
+    return problems
+
+
+def _left_by_a_vrf(route: RouteEntry) -> bool:
+    # A VRF profile's unreachable default names no device, so it outlives NetworkManager's
+    # deletion of the VRF; it is the guard our own VRF puts there again.
+    return route.type == "unreachable" and route.is_default and route.metric == UNREACHABLE_METRIC
+
+
+def _tables_in_use(spec: HostSpec, state: HostState, where: str) -> list[str]:
+    """A table no VRF holds yet but that routes or rules already use belongs to someone else
+    (policy routing, another tool): a VRF on it would take those routes over, and our own
+    steps would delete the gateways it does not declare."""
+    problems = []
+    held = {link.vrf_table for link in state.vrf_links.values()}
+    for vrf in spec.present_vrfs:
+        if vrf.table in held:
+            continue
+        routes = [r for r in state.routes_in(vrf.table) if not _left_by_a_vrf(r)]
+        rules = [r for r in state.rules if r.table == str(vrf.table) and not r.l3mdev]
+        if not routes and not rules:
+            continue
+        found = [
+            "route " + " ".join(([] if r.type == "unicast" else [r.type]) + [*route_match_words(r)])
+            for r in routes
+        ]
+        found += [f"IPv{r.family} rule pref {r.priority}" for r in rules]
+        shown = "; ".join(found[:4]) + (f"; {len(found) - 4} more" if len(found) > 4 else "")
+        problems.append(
+            f"{where}: vrfs.{vrf.name}.table: table {vrf.table} is already used on the host "
+            f"and no VRF holds it ({shown}); a VRF on it would take those routes over. Pick a "
+            f"table that is unused there, or empty this one first (`ip route flush table "
+            f"{vrf.table}`, `ip rule del pref N`) if nothing needs it"
+        )
+    return problems
+
+
+def _l3mdev_rule_order(spec: HostSpec, state: HostState, where: str) -> list[str]:
+    """The l3mdev rule must come before the main table's: after it, a packet that arrives on
+    a VRF port is routed by the main table first (and leaves by the service side)."""
+    if not spec.present_vrfs:
+        return []
+    problems = []
+    for family in (4, 6):
+        rules = [r for r in state.rules if r.family == family]
+        l3mdev = [r.priority for r in rules if r.l3mdev]
+        main = [r.priority for r in rules if r.table == "main"]
+        if l3mdev and main and min(l3mdev) > min(main):
+            pref = min(l3mdev)
+            problems.append(
+                f"{where}: the IPv{family} l3mdev rule is at pref {pref}, after the main "
+                f"table's rule at pref {min(main)}: traffic of every VRF would be routed by the "
+                "main table first. Put it back where the kernel puts it: `ip "
+                f"-{family} rule add pref 1000 l3mdev protocol kernel && ip -{family} rule del "
+                f"pref {pref} l3mdev`"
+            )
     return problems

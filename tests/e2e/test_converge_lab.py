@@ -198,6 +198,48 @@ def test_fact_queries_through_the_cli(fleet: Path, converged: list[str]) -> None
     }
 
 
+def test_a_table_others_route_with_and_a_late_l3mdev_rule_are_refused_before_any_change(
+    lab: Lab, fleet: Path, converged: list[str], tmp_path: Path
+) -> None:
+    host = converged[0]
+    # The fleet file moves mgmt0 onto table 20, which carries someone else's policy routing.
+    head = f"[hosts.{host}.vrfs.mgmt0]\ntable = 10\n"
+    assert head in fleet.read_text()
+    moved = tmp_path / "fleet.toml"
+    moved.write_text(fleet.read_text().replace(head, head.replace("10", "20")))
+    # The l3mdev rule moved for IPv6 only: the controller's ssh comes in over IPv4, via mgmt0.
+    lab.check(
+        host,
+        f"ip route add 192.0.2.128/25 via {SVC_GW4} dev eth0 table 20 && "
+        "ip rule add pref 2000 from 192.0.2.99 lookup 20 && "
+        "ip -6 rule add pref 33000 l3mdev protocol kernel && ip -6 rule del pref 1000 l3mdev",
+    )
+    try:
+        run = converge(moved, [host])
+        out = run.stdout + run.stderr
+        assert run.returncode != 0, out[-4000:]
+        assert "host state does not fit the fleet file, nothing was changed" in out
+        assert (
+            f"host {host}: vrfs.mgmt0.table: table 20 is already used on the host and no VRF "
+            f"holds it (route 192.0.2.128/25 via {SVC_GW4} dev eth0; IPv4 rule pref 2000); "
+        ) in out, out[-4000:]
+        assert (
+            f"host {host}: the IPv6 l3mdev rule is at pref 33000, after the main table's rule "
+            "at pref 32766: "
+        ) in out
+        assert fact(fleet, host, "VrfDevices") == {
+            "mgmt0": {"table": 10, "up": True, "ports": ["eth2"]}
+        }
+        assert "192.0.2.128/25" in lab.check(host, "ip route show table 20")
+    finally:
+        lab.check(
+            host,
+            "ip -6 rule add pref 1000 l3mdev protocol kernel; ip -6 rule del pref 33000 l3mdev; "
+            "ip rule del pref 2000; ip route flush table 20",
+        )
+    assert results(converge(fleet, [host])) == (0, 0, 1)
+
+
 def test_reboot_keeps_the_vrf_without_the_controller(
     lab: Lab, fleet: Path, converged: list[str]
 ) -> None:

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
+from pathlib import Path
 
 from mgmt_vrf import paths
 from mgmt_vrf.hoststate import FileState, HostState, Link, NetworkManager, Profile
 from mgmt_vrf.model import Vrf
 from mgmt_vrf.plan import RemoveFile, WriteFile, plan
 from mgmt_vrf.preflight import host_problems
+from mgmt_vrf.probe import parse_probe_output
 
 from .builders import clean_state, converged_state, seed_spec
+from .test_probe import fixture_lines, probe
+
+NETNS = Path(__file__).resolve().parents[1] / "fixtures" / "netns"
 
 
 def links_plus(state: HostState, *extra: Link) -> HostState:
@@ -106,3 +112,59 @@ def test_a_keyfile_that_does_not_parse_refuses_the_host_with_its_path_and_line()
         f"host alma1: vrfs.mgmt0.ports: eth2's profile cannot be edited without losing what it "
         f"says: {path}, line 3: 'mtu 1400' is not key=value."
     ), problem
+
+
+def test_a_table_that_routes_and_rules_use_without_a_vrf_is_refused() -> None:
+    # Real output: a namespace where table 10 is a plain policy-routing table, routes and
+    # `iif eth2` rules, and no VRF (tests/fixtures/README.md, netns-full.txt).
+    state = parse_probe_output(fixture_lines("netns-full.txt"))
+    assert not state.vrf_links and state.routes_in(10)
+    (problem,) = [p for p in host_problems(seed_spec(), state) if ".table:" in p]
+    assert problem.startswith(
+        "host alma1: vrfs.mgmt0.table: table 10 is already used on the host and no VRF holds it"
+        " (route default via 203.0.113.1 dev eth2; route 198.51.100.0/25 via 203.0.113.1 dev "
+        "eth2; "
+    )
+    assert "; 4 more); a VRF on it would take those routes over. Pick a table" in problem
+    assert "`ip route flush table 10`, `ip rule del pref N`" in problem
+
+
+def test_the_rules_count_when_the_table_has_no_route_and_our_own_guard_does_not() -> None:
+    state = parse_probe_output(fixture_lines("netns-full.txt"))
+    guard = [r for r in converged_state().routes if r.type == "unreachable" and r.table == 10]
+    assert guard
+    only_rules = replace(state, routes=(*[r for r in state.routes if r.table != 10], *guard))
+    (problem,) = [p for p in host_problems(seed_spec(), only_rules) if ".table:" in p]
+    assert "no VRF holds it (IPv4 rule pref " in problem and "route " not in problem.split("(")[1]
+    # The guard a deleted VRF's profile leaves behind is ours: no refusal for it alone.
+    no_rules = replace(only_rules, rules=tuple(r for r in state.rules if r.table != "10"))
+    assert not [p for p in host_problems(seed_spec(), no_rules) if ".table:" in p]
+
+
+def test_a_table_a_vrf_already_holds_is_not_in_use_by_others() -> None:
+    state = converged_state()
+    assert state.routes_in(10) and host_problems(seed_spec(), state) == []
+
+
+def test_an_l3mdev_rule_after_the_main_tables_is_refused() -> None:
+    # Real output: `ip -N -j rule show` with the l3mdev rule moved to pref 33000.
+    rules = parse_probe_output(
+        probe(
+            *[
+                (f"rule{f}", json.loads((NETNS / f"rule{f}-l3mdev-after-main.json").read_text()))
+                for f in (4, 6)
+            ]
+        )
+    ).rules
+    state = replace(converged_state(), rules=rules)
+    problems = host_problems(seed_spec(), state)
+    assert problems == [
+        f"host alma1: the IPv{f} l3mdev rule is at pref 33000, after the main table's rule at "
+        "pref 32766: traffic of every VRF would be routed by the main table first. Put it back "
+        f"where the kernel puts it: `ip -{f} rule add pref 1000 l3mdev protocol kernel && ip "
+        f"-{f} rule del pref 33000 l3mdev`"
+        for f in (4, 6)
+    ]
+    # A host without present VRFs has no VRF traffic to misroute.
+    absent = replace(seed_spec(), vrfs=tuple(replace(v, state="absent") for v in seed_spec().vrfs))
+    assert not [p for p in host_problems(absent, state) if "l3mdev" in p]
