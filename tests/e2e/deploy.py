@@ -193,3 +193,17 @@ def rollback_delay(log: str) -> float:
     """Seconds from the apply's end to the rollback's start, by the host's clock."""
     stamps = log_stamps(log)
     return (stamps["rollback started"] - stamps["apply done"]).total_seconds()
+
+
+def boot_unit_log(lab: Lab, host: str) -> str:
+    """What mgmt-vrf.service logged in this boot, once its boot run has finished: read
+    straight after a reboot, it may still be running (seen: only its "Starting" line)."""
+    state = lab.check(
+        host,
+        "for i in $(seq 180); do s=$(systemctl is-active mgmt-vrf.service); "
+        '[ "$s" = activating ] || break; sleep 1; done; echo "$s"',
+        timeout=240,
+    )
+    log = lab.check(host, "journalctl -b -u mgmt-vrf.service --no-pager -o cat")
+    assert state.strip() == "active", log
+    return log

@@ -17,7 +17,7 @@ import pytest
 from lab import topology
 from lab.pytest_fixture import Lab
 
-from .deploy import MGMT_GW6, converge, results
+from .deploy import MGMT_GW6, boot_unit_log, converge, results
 
 LINK_LOCAL_GW = "fe80::1"
 FAR = topology.ROUTER_FAR6  # on the router's loopback: reached only through a gateway
@@ -35,19 +35,6 @@ def _assert_through_link_local(lab: Lab, host: str) -> None:
     before = lab.counters(host)["mgmt"]["rx_packets"]
     assert lab.ssh(host, f"ip vrf exec mgmt0 ping -6 -c3 -W3 {FAR}").returncode == 0
     assert lab.counters(host)["mgmt"]["rx_packets"] - before >= 3
-
-
-def _boot_unit_done(lab: Lab, host: str) -> str:
-    """Waits for mgmt-vrf.service to finish its boot run; returns what it logged."""
-    state = lab.check(
-        host,
-        "for i in $(seq 180); do s=$(systemctl is-active mgmt-vrf.service); "
-        '[ "$s" = activating ] || break; sleep 1; done; echo "$s"',
-        timeout=240,
-    )
-    log = lab.check(host, "journalctl -b -u mgmt-vrf.service --no-pager -o cat")
-    assert state.strip() == "active", log
-    return log
 
 
 def _gateway_on_router(lab: Lab, host: str, verb: str) -> None:
@@ -96,7 +83,7 @@ def test_boot_script_builds_the_link_local_route_after_a_reboot(
     lab.reboot(name)
     # The reboot recreates the links, the router's side too: its gateway address comes back.
     _gateway_on_router(lab, name, "replace")
-    log = _boot_unit_done(lab, name)
+    log = boot_unit_log(lab, name)
     if lab.networkmanager(name):
         # NetworkManager built it from the port's profile; our boot unit found it in place.
         assert "mgmt-vrf: nothing to repair" in log, log

@@ -26,6 +26,7 @@ from tests.e2e.deploy import (
     MGMT_GW4,
     MGMT_GW6,
     assert_converged,
+    boot_unit_log,
     converge,
     fact,
     results,
@@ -157,7 +158,7 @@ def test_a_keyfile_host_converges_reboots_and_is_given_its_profile_back(
             (r.get("type", "unicast"), r.get("gateway")) for r in routes(lab, host, family, "10")
         }
         assert table10 == {("unicast", gateway), ("unreachable", None)}, (shape, family)
-    unit = lab.check(host, "journalctl -b -o cat --no-pager -u mgmt-vrf.service")
+    unit = boot_unit_log(lab, host)
     assert "mgmt-vrf: nothing to repair" in unit, unit
     lab.new_connection(host)
     assert_converged(lab, lab.fleet_file, host)

@@ -20,6 +20,7 @@ from tests.e2e.deploy import (
     SVC_GW4,
     SVC_GW6,
     assert_converged,
+    boot_unit_log,
     converge,
     fact,
     results,
@@ -191,7 +192,7 @@ def test_our_deploy_then_a_reboot_leave_networkmanager_owning_the_vrf(lab: Lab, 
     assert [(r["gateway"], r["dev"]) for r in routes(lab, host, 4, "main")] == [(SVC_GW4, "eth0")]
     assert [(r["gateway"], r["dev"]) for r in routes(lab, host, 6, "main")] == [(SVC_GW6, "eth0")]
     # Our boot unit ran after NetworkManager had finished, and found nothing to do.
-    unit = lab.check(host, "journalctl -b -o cat --no-pager -u mgmt-vrf.service")
+    unit = boot_unit_log(lab, host)
     assert "mgmt-vrf: nothing to repair" in unit, unit
     assert "repairs done" not in unit
     # NetworkManager accepted every file of ours: no warning about them in its log.
