@@ -64,12 +64,14 @@ from .model import (
     needs_dev,
     nexthop_port,
 )
+from .rollout import ALL_AT_ONCE, Rollout, WaveSize, percent
 
 __all__ = [
     "Fleet",
     "FleetError",
     "load_fleet",
     "parse_fleet",
+    "rollout_from_data",
     "spec_from_data",
     "spec_to_data",
 ]
@@ -129,6 +131,7 @@ class Fleet:
     hosts: tuple[HostSpec, ...]
     groups: Mapping[str, tuple[str, ...]] = field(default_factory=dict, hash=False)
     source: Path = Path("fleet.toml")
+    rollout: Rollout = ALL_AT_ONCE
 
     def host(self, name: str) -> HostSpec | None:
         for spec in self.hosts:
@@ -318,14 +321,95 @@ _apply_timeout = _seconds(
 )
 
 
-def _changes_at_once(value: object) -> int:
-    hosts = _integer(value, "a number of hosts")
+def _host_count(low: int, why: str) -> Checker:
+    def check(value: object) -> int:
+        hosts = _integer(value, "a number of hosts")
+        if not low <= hosts <= MAX_CHANGES_AT_ONCE:
+            raise _Bad(f"{hosts} is outside {low}..{MAX_CHANGES_AT_ONCE} hosts; {why}")
+        return hosts
+
+    return check
+
+
+_changes_at_once = _host_count(
+    1, "it is how many hosts may be between the start of their change and its confirmation at once"
+)
+
+
+MAX_WAVES = 100
+
+
+def _wave_size(value: object) -> WaveSize:
+    if isinstance(value, str):
+        share = percent(value.strip())
+        if share is None or not 0 < share <= 100:
+            raise _Bad(
+                f"{_show(value)} is not a wave size; give a number of hosts (3) or a share of "
+                'the run\'s hosts between 0 and 100 percent ("10%")'
+            )
+        return value.strip()
+    hosts = _integer(value, 'a number of hosts or a share such as "10%"')
     if not 1 <= hosts <= MAX_CHANGES_AT_ONCE:
-        raise _Bad(
-            f"{hosts} is outside 1..{MAX_CHANGES_AT_ONCE} hosts; it is how many hosts may be "
-            "between the start of their change and its confirmation at once"
-        )
+        raise _Bad(f"{hosts} is outside 1..{MAX_CHANGES_AT_ONCE} hosts")
     return hosts
+
+
+def _wave_sizes(value: object) -> tuple[WaveSize, ...]:
+    if not isinstance(value, list):
+        raise _Bad(f"expected an array of wave sizes such as [1, 3, 6], got {_describe(value)}")
+    if not value:
+        raise _Bad("is empty; leave waves out to change every host at once, or give [1, 3, 6]")
+    if len(value) > MAX_WAVES:
+        raise _Bad(f"has {len(value)} entries, more than {MAX_WAVES}; the last size repeats")
+    sizes = []
+    for i, item in enumerate(value):
+        try:
+            sizes.append(_wave_size(item))
+        except _Bad as bad:
+            raise _Bad(f"entry {i + 1}: {bad}") from None
+    return tuple(sizes)
+
+
+_failures_allowed = _host_count(
+    0,
+    "it is how many hosts may fail before their change (and be left untouched) before the "
+    "rollout stops",
+)
+
+
+_ROLLOUT_KEYS: dict[str, Checker] = {
+    "waves": _wave_sizes,
+    "failures_allowed": _failures_allowed,
+}
+
+
+def _check_rollout(raw: object, where: str, errors: _Errors) -> Rollout:
+    if not isinstance(raw, dict):
+        errors.add(where, "", f"expected a table [rollout], got {_describe(raw)}")
+        return ALL_AT_ONCE
+    keys: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key in _ROLLOUT_KEYS:
+            keys[key] = _checked(value, where, key, _ROLLOUT_KEYS[key], errors)
+        else:
+            errors.add(where, _key(key), _unknown_key(key, tuple(_ROLLOUT_KEYS), {}))
+    if any(value is INVALID for value in keys.values()):
+        return ALL_AT_ONCE
+    return Rollout(waves=keys.get("waves", ()), failures_allowed=keys.get("failures_allowed", 0))
+
+
+def rollout_from_data(data: Rollout | Mapping[str, Any], source: str = "host data") -> Rollout:
+    """A Rollout from host data (the keys of a fleet file's [rollout] table), checked by the
+    same rules; FleetError lists every problem."""
+    if isinstance(data, Rollout):
+        data = {"waves": list(data.waves), "failures_allowed": data.failures_allowed}
+        if not data["waves"]:
+            del data["waves"]
+    errors = _Errors(source)
+    rollout = _check_rollout(dict(data) if isinstance(data, Mapping) else data, "rollout", errors)
+    if errors.messages:
+        raise FleetError(errors.messages)
+    return rollout
 
 
 def _boolean(value: object) -> bool:
@@ -921,16 +1005,22 @@ def _route_via(value: object) -> IPv4Address | IPv6Address:
 # The document: defaults, groups, hosts.
 
 
+_TOP_TABLES = ("defaults", "groups", "hosts", "rollout")
+
+
 def _parse_document(document: Mapping[str, Any], source: Path, errors: _Errors) -> Fleet | None:
     for key in document:
-        if key not in ("defaults", "groups", "hosts"):
-            hint = _nearest(key, ("defaults", "groups", "hosts"))
+        if key not in _TOP_TABLES:
+            hint = _nearest(key, _TOP_TABLES)
             suggestion = (
                 f"did you mean [{hint}]?"
                 if hint
-                else "use [defaults], [groups.NAME] or [hosts.NAME]"
+                else "use [defaults], [groups.NAME], [hosts.NAME] or [rollout]"
             )
             errors.add("top level", _key(key), f"unknown table; {suggestion}")
+    rollout = ALL_AT_ONCE
+    if "rollout" in document:
+        rollout = _check_rollout(document["rollout"], "rollout", errors)
 
     base = source.resolve().parent
     defaults: dict[str, Any] = {}
@@ -1026,6 +1116,7 @@ def _parse_document(document: Mapping[str, Any], source: Path, errors: _Errors) 
         hosts=tuple(_checked_here(spec) for spec in specs),
         groups={name: tuple(hosts) for name, hosts in members.items()},
         source=source,
+        rollout=rollout,
     )
 
 

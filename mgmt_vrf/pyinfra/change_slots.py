@@ -11,6 +11,26 @@ from collections.abc import Callable, Iterator
 from gevent.event import Event
 
 
+class WakeUps:
+    """Greenlets waiting for a change of shared state: each waits, any one wakes them all,
+    and every one woken asks again (so no wake-up is ever lost)."""
+
+    def __init__(self) -> None:
+        self._waiters: list[Event] = []
+
+    def wait(self) -> None:
+        wake = Event()
+        self._waiters.append(wake)
+        try:
+            wake.wait()
+        finally:
+            self._waiters.remove(wake)
+
+    def wake_all(self) -> None:
+        for wake in self._waiters:
+            wake.set()
+
+
 class ChangeSlots:
     """
     The hosts changing at once in this process (pyinfra runs each host in a greenlet).
@@ -31,7 +51,7 @@ class ChangeSlots:
     def __init__(self) -> None:
         self.changing: set[str] = set()
         self.most = 0  # the most hosts seen changing at once (the unit tests read it)
-        self._waiters: list[Event] = []
+        self._wake_ups = WakeUps()
 
     @contextlib.contextmanager
     def slot(
@@ -42,20 +62,14 @@ class ChangeSlots:
             if waiting is not None and not told:
                 waiting(len(self.changing))
                 told = True
-            wake = Event()
-            self._waiters.append(wake)
-            try:
-                wake.wait()
-            finally:
-                self._waiters.remove(wake)
+            self._wake_ups.wait()
         self.changing.add(name)
         self.most = max(self.most, len(self.changing))
         try:
             yield
         finally:
             self.changing.discard(name)
-            for wake in self._waiters:
-                wake.set()
+            self._wake_ups.wake_all()
 
 
 # One run is one process: every host of it shares these slots.

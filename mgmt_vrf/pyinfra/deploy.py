@@ -18,8 +18,9 @@ from pyinfra.api import Inventory, deploy
 from pyinfra.api.exceptions import PyinfraError
 
 from mgmt_vrf.model import HostSpec
+from mgmt_vrf.rollout import ALL_AT_ONCE, Rollout
 
-from .hostspec import HostDataError, inventory_specs
+from .hostspec import HostDataError, inventory_rollout, inventory_specs
 from .operations import converge
 
 
@@ -28,7 +29,7 @@ class HostDataRefused(PyinfraError):
 
 
 # pyinfra runs a deploy once per host: the inventory is checked on the first, not every time.
-_CHECKED: WeakKeyDictionary[Inventory, dict[str, HostSpec]] = WeakKeyDictionary()
+_CHECKED: WeakKeyDictionary[Inventory, tuple[dict[str, HostSpec], Rollout]] = WeakKeyDictionary()
 
 
 @deploy("Management VRF")
@@ -46,26 +47,37 @@ def management_vrf() -> None:
     The first host to reach this checks every active host's data: a mistake anywhere stops
     the run before any host is changed, with every problem listed.
     """
-    specs = _CHECKED.get(host.inventory)
-    if specs is None:
-        specs = _CHECKED[host.inventory] = _checked_inventory()
-    converge(name="Converge management VRFs", spec=specs[host.name])
+    checked = _CHECKED.get(host.inventory)
+    if checked is None:
+        checked = _CHECKED[host.inventory] = _checked_inventory()
+    specs, rollout = checked
+    converge(name="Converge management VRFs", spec=specs[host.name], rollout=rollout)
 
 
-def _checked_inventory() -> dict[str, HostSpec]:
+def _checked_inventory() -> tuple[dict[str, HostSpec], Rollout]:
     hosts = host.inventory.get_active_hosts()
     if host.name not in {active.name for active in hosts}:
         hosts.append(host.inventory.get_host(host.name))
+    messages: list[str] = []
+    specs: dict[str, HostSpec] = {}
+    rollout = ALL_AT_ONCE
     try:
-        return inventory_specs(hosts)
+        specs = inventory_specs(hosts)
     except HostDataError as exc:
-        count = len(exc.messages)
-        raise HostDataRefused(
-            "\n".join(
-                [
-                    f"mgmt-vrf: {count} {'problem' if count == 1 else 'problems'} in the "
-                    "inventory's host data; no host was changed:",
-                    *(f"  {message}" for message in exc.messages),
-                ]
-            )
-        ) from None
+        messages += exc.messages
+    try:
+        rollout = inventory_rollout(hosts)
+    except HostDataError as exc:
+        messages += exc.messages
+    if not messages:
+        return specs, rollout
+    count = len(messages)
+    raise HostDataRefused(
+        "\n".join(
+            [
+                f"mgmt-vrf: {count} {'problem' if count == 1 else 'problems'} in the "
+                "inventory's host data; no host was changed:",
+                *(f"  {message}" for message in messages),
+            ]
+        )
+    )

@@ -16,10 +16,11 @@ from typing import Any
 
 from pyinfra.api.host import Host
 
-from mgmt_vrf.fleet_file import FleetError, spec_from_data
+from mgmt_vrf.fleet_file import FleetError, rollout_from_data, spec_from_data
 from mgmt_vrf.model import HostSpec
+from mgmt_vrf.rollout import ALL_AT_ONCE, Rollout
 
-from .inventory_data import SPEC_DATA_KEY
+from .inventory_data import ROLLOUT_DATA_KEY, SPEC_DATA_KEY
 
 TABLE_DATA_KEY = "mgmt_vrf"
 SOURCE = "host data"
@@ -70,6 +71,48 @@ def inventory_specs(hosts: Iterable[Host]) -> dict[str, HostSpec]:
     if problems:
         raise HostDataError(problems)
     return specs
+
+
+def host_rollout(host: Host) -> Rollout:
+    """The run's waves as the host's data gives them (``mgmt_vrf_rollout``: a Rollout, or a
+    dict of the fleet file's [rollout] keys); none: every host at once."""
+    given = host.data.get(ROLLOUT_DATA_KEY)
+    if given is None:
+        return ALL_AT_ONCE
+    if not isinstance(given, (Rollout, Mapping)):
+        raise HostDataError(
+            [
+                f"{SOURCE}: host {host.name}: {ROLLOUT_DATA_KEY}: expected a dict of [rollout] "
+                f"keys (waves, failures_allowed), got {type(given).__name__} {given!r:.60}"
+            ]
+        )
+    try:
+        return rollout_from_data(given, source=f"{SOURCE}: host {host.name}: {ROLLOUT_DATA_KEY}")
+    except FleetError as exc:
+        raise HostDataError(exc.messages) from None
+
+
+def inventory_rollout(hosts: Iterable[Host]) -> Rollout:
+    """The one rollout of the run: every host's data must give the same (or none)."""
+    first: tuple[str, Rollout] | None = None
+    problems: list[str] = []
+    for host in hosts:
+        try:
+            rollout = host_rollout(host)
+        except HostDataError as exc:
+            problems += exc.messages
+            continue
+        if first is None:
+            first = (host.name, rollout)
+        elif rollout != first[1]:
+            problems.append(
+                f"{SOURCE}: host {host.name}: {ROLLOUT_DATA_KEY}: {rollout.describe()}, but host "
+                f"{first[0]} has {first[1].describe()}; a run has one rollout: give every host "
+                "the same (group data of all hosts, or the fleet file's [rollout])"
+            )
+    if problems:
+        raise HostDataError(problems)
+    return first[1] if first else ALL_AT_ONCE
 
 
 def _fleet_entry(host: Host, table: Mapping[str, Any]) -> dict[str, Any]:

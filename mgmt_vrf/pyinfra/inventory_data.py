@@ -14,9 +14,12 @@ from typing import Any
 
 from mgmt_vrf.fleet_file import ALL_HOSTS_GROUP, SSH_CONNECTOR_KEYS, Fleet
 from mgmt_vrf.model import HostSpec
+from mgmt_vrf.rollout import ALL_AT_ONCE, Rollout
 
 SPEC_DATA_KEY = "mgmt_vrf_spec"
 FLEET_FILE_DATA_KEY = "mgmt_vrf_fleet_file"
+# The run's waves: the fleet file's [rollout], the same object in every host's data.
+ROLLOUT_DATA_KEY = "mgmt_vrf_rollout"
 
 # pyinfra connects to every host at once by default, and a burst of handshakes can fail on
 # hosts that are fine (seen at 50 hosts at once on the lab: "No existing session"). Each
@@ -28,7 +31,9 @@ CONNECT_RETRY_DATA = {
 }
 
 
-def host_data(spec: HostSpec, fleet_file: str | Path) -> dict[str, Any]:
+def host_data(
+    spec: HostSpec, fleet_file: str | Path, rollout: Rollout | None = None
+) -> dict[str, Any]:
     """The pyinfra host data for one host: connector keys (only those given) plus our spec.
 
     pyinfra keeps host data as plain Python objects (no JSON round trip), so the HostSpec
@@ -45,12 +50,14 @@ def host_data(spec: HostSpec, fleet_file: str | Path) -> dict[str, Any]:
         data["ssh_paramiko_connect_kwargs"] = {"timeout": seconds, "banner_timeout": seconds}
     data[SPEC_DATA_KEY] = spec
     data[FLEET_FILE_DATA_KEY] = str(Path(fleet_file).resolve())
+    if rollout is not None and rollout != ALL_AT_ONCE:
+        data[ROLLOUT_DATA_KEY] = rollout
     return data
 
 
 def inventory_groups(fleet: Fleet) -> dict[str, list[tuple[str, dict[str, Any]]]]:
     """pyinfra groups: one per fleet group plus ALL_HOSTS_GROUP, as (name, data) tuples."""
-    data = {spec.name: host_data(spec, fleet.source) for spec in fleet.hosts}
+    data = {spec.name: host_data(spec, fleet.source, fleet.rollout) for spec in fleet.hosts}
     groups: dict[str, list[tuple[str, dict[str, Any]]]] = {
         ALL_HOSTS_GROUP: [(spec.name, data[spec.name]) for spec in fleet.hosts]
     }

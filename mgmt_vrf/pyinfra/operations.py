@@ -10,6 +10,7 @@ import logging
 import sys
 import time
 from collections.abc import Generator
+from typing import Any
 
 import click
 import gevent
@@ -33,16 +34,19 @@ from mgmt_vrf.apply import (
 )
 from mgmt_vrf.commands import Argv, to_shell
 from mgmt_vrf.confirm import confirm_or_roll_back as confirm
-from mgmt_vrf.fleet_file import FleetError, spec_from_data
+from mgmt_vrf.fleet_file import FleetError, rollout_from_data, spec_from_data
 from mgmt_vrf.hoststate import HostState
 from mgmt_vrf.model import HostSpec
 from mgmt_vrf.plan import Plan, RunCommand, plan
 from mgmt_vrf.preflight import host_problems
 from mgmt_vrf.probe import ProbeError, parse_probe_output, probe_command
 from mgmt_vrf.rollback import rollback_script
+from mgmt_vrf.rollout import ALL_AT_ONCE, Rollout
 
 from .change_slots import SLOTS
 from .facts import VrfHostState
+from .inventory_data import FLEET_FILE_DATA_KEY
+from .rollout_gate import RolloutGate, note_failure, rollout_gate
 
 
 def _command(argv: Argv) -> StringCommand:
@@ -175,22 +179,41 @@ class _HostRemote:
 
 def confirm_or_roll_back(
     host: Host, spec: HostSpec, before: HostState, result: Plan, started: float
-) -> bool:
-    """mgmt_vrf.confirm does the work; this says what came of it."""
+) -> tuple[bool, str]:
+    """mgmt_vrf.confirm does the work; this says what came of it (and returns it)."""
     outcome = confirm(_HostRemote(host, spec), time, spec, before, result, started)
+    message = outcome.message(spec)
     if outcome.confirmed:
-        host.log(f"mgmt-vrf: {outcome.message(spec)}")
-        return True
-    host.log_styled(f"mgmt-vrf: {outcome.message(spec)}", fg="red", log_func=logger.error)
+        host.log(f"mgmt-vrf: {message}")
+        return True, message
+    host.log_styled(f"mgmt-vrf: {message}", fg="red", log_func=logger.error)
+    return False, message
+
+
+def _untouched(host: Host, gate: RolloutGate) -> bool:
+    gate.never_started(host.name)
+    host.log_styled(
+        f"mgmt-vrf: not started, the host is untouched: the rollout stopped "
+        f"({gate.waves.stopped}); fix that and run again",
+        fg="red",
+        log_func=logger.error,
+    )
     return False
 
 
 def change_in_a_slot(
-    state: State, host: Host, spec: HostSpec, before: HostState, result: Plan, start: Start
+    state: State,
+    host: Host,
+    spec: HostSpec,
+    before: HostState,
+    result: Plan,
+    start: Start,
+    gate: RolloutGate,
 ) -> bool:
-    """The FunctionCommand of a change: wait for a slot (``changes_at_once``), start the
-    armed change, then confirm it or see it rolled back, and only then free the slot. The
-    start runs here, not as a command of its own, so that a start that fails frees it too."""
+    """The FunctionCommand of a change: wait for the host's wave, then for a slot
+    (``changes_at_once``), start the armed change, then confirm it or see it rolled back,
+    and only then free the slot. The start runs here, not as a command of its own, so that
+    a start that fails frees it too."""
 
     def waiting(changing: int) -> None:
         host.log(
@@ -198,37 +221,82 @@ def change_in_a_slot(
             f"(changes_at_once = {spec.changes_at_once})"
         )
 
+    if gate.wait_turn(host.name, tell=host.log).stopped:
+        return _untouched(host, gate)
     with SLOTS.slot(host.name, spec.changes_at_once, waiting):
-        started = time.monotonic()
+        if gate.waves.stopped:  # while this host waited for its slot
+            return _untouched(host, gate)
+        gate.started(host.name)
+        ok, detail = False, "the controller failed during the change (see its error)"
         try:
-            ok, output = host.run_shell_command(
-                _command(start.argv),
-                print_output=state.print_output,
-                print_input=state.print_input,
-                _stdin=start.stdin,
-            )
-        except Exception as e:  # a dead connection raises anything from socket to SSH errors
-            host.log_styled(
-                f"mgmt-vrf: the change could not be started ({e.__class__.__name__}: {e}); "
-                "if it reached the host, its armed rollback undoes it",
-                fg="red",
-                log_func=logger.error,
-            )
-            return False
-        if not ok:
-            if not state.print_output:
-                print_host_combined_output(host, output)
-            return False
-        return confirm_or_roll_back(host, spec, before, result, started)
+            ok, detail = _change(state, host, spec, before, result, start)
+        finally:
+            gate.finished(host.name, ok, detail)
+        return ok
+
+
+def _change(
+    state: State, host: Host, spec: HostSpec, before: HostState, result: Plan, start: Start
+) -> tuple[bool, str]:
+    started = time.monotonic()
+    try:
+        ok, output = host.run_shell_command(
+            _command(start.argv),
+            print_output=state.print_output,
+            print_input=state.print_input,
+            _stdin=start.stdin,
+        )
+    except Exception as e:  # a dead connection raises anything from socket to SSH errors
+        detail = (
+            f"the change could not be started ({e.__class__.__name__}: {e}); "
+            "if it reached the host, its armed rollback undoes it"
+        )
+        host.log_styled(f"mgmt-vrf: {detail}", fg="red", log_func=logger.error)
+        return False, detail
+    if not ok:
+        if not state.print_output:
+            print_host_combined_output(host, output)
+        return False, "the start command failed: " + " ".join(output.stderr_lines[-3:])
+    return confirm_or_roll_back(host, spec, before, result, started)
+
+
+def _say_refused(state: State, host: Host, message: str) -> bool:
+    host.log_styled(f"mgmt-vrf: {message}", fg="red", log_func=logger.error)
+    return False
+
+
+def _refused(message: str) -> FunctionCommand:
+    """A host refused in the execute phase (``-y``): pyinfra prints an error raised there
+    with a traceback, as a crash; this fails the host with the message alone."""
+    return FunctionCommand(_say_refused, (message,), {})
+
+
+def _log_plan(spec: HostSpec, result: Plan) -> None:
+    # Log in the first phase that runs the operation: the prepare phase normally (so --dry
+    # shows it), the execute phase under -y, which skips change detection.
+    if host.state.is_executing == host.state.should_check_for_changes():
+        return
+    host.log(
+        f"mgmt-vrf plan ({result.backend}), {len(result.changes)} changes, "
+        f"rollback due {spec.rollback_timeout} s after the apply ends "
+        f"(at the latest {spec.apply_timeout + spec.rollback_timeout} s from its start):"
+    )
+    diffs = shows_diffs(host.state)
+    for line in result.describe(diffs=diffs):
+        host.log("  " + line)
+    if not diffs and any(not isinstance(c, RunCommand) for c in result.changes):
+        host.log("  (each file's diff: run with --diff, or --dry)")
 
 
 @operation(is_idempotent=True)
-def converge(spec: HostSpec) -> Generator:
+def converge(spec: HostSpec, rollout: Rollout | None = None) -> Generator:
     """
     Bring a host's management VRFs to the state its fleet-file entry describes.
 
     + spec: the host's ``HostSpec`` (``mgmt_vrf.pyinfra.hostspec.host_spec`` reads it from host
       data); one built in code is checked by the fleet file's rules first
+    + rollout: the run's waves (``mgmt_vrf.rollout.Rollout``, the fleet file's
+      ``[rollout]``); the same for every host of the run; none: every host at once
 
     **Example:**
 
@@ -250,35 +318,52 @@ def converge(spec: HostSpec) -> Generator:
     ``rollback_timeout`` seconds after the apply ended, that the host is reachable and
     converged (and at the latest ``apply_timeout + rollback_timeout`` after the start).
     At most ``changes_at_once`` hosts are between the start and the confirmation at once;
-    the others wait, unchanged, for one of them to finish.
+    the others wait, unchanged, for one of them to finish. With waves, a host's change
+    also waits until every host of the waves before its own has confirmed; the first
+    rollback stops the rollout, and the hosts of later waves fail untouched. Each real run
+    writes its record (host, wave, outcome, times) as JSON on the controller.
     """
 
+    executing = host.state.is_executing
     try:
         spec = spec_from_data(spec, source="converge(spec=...)")
+        rollout = rollout_from_data(rollout or ALL_AT_ONCE, source="converge(rollout=...)")
     except FleetError as exc:
-        raise OperationError(
-            "the spec does not pass the fleet file's checks, nothing was changed:\n  "
-            + "\n  ".join(exc.messages)
-        ) from None
-    before, result = plan_for_host(spec)
-    if result.converged:
-        host.noop(f"management VRFs of {spec.name} already converged")
+        message = "the spec does not pass the fleet file's checks, nothing was changed:\n  "
+        message += "\n  ".join(exc.messages)
+        if not executing:
+            raise OperationError(message) from None
+        note_failure(host.state, host.name, exc.messages[0])
+        yield _refused(message)
         return
-
-    # Log in the first phase that runs this body: the prepare phase normally (so --dry shows
-    # it), the execute phase under -y, which skips change detection.
-    if host.state.is_executing != host.state.should_check_for_changes():
-        host.log(
-            f"mgmt-vrf plan ({result.backend}), {len(result.changes)} changes, "
-            f"rollback due {spec.rollback_timeout} s after the apply ends "
-            f"(at the latest {spec.apply_timeout + spec.rollback_timeout} s from its start):"
-        )
-        diffs = shows_diffs(host.state)
-        for line in result.describe(diffs=diffs):
-            host.log("  " + line)
-        if not diffs and any(not isinstance(c, RunCommand) for c in result.changes):
-            host.log("  (each file's diff: run with --diff, or --dry)")
-
-    rollback = rollback_script(spec, before, result)
-    start = start_command(result, rollback, spec.rollback_timeout, spec.apply_timeout)
-    yield FunctionCommand(change_in_a_slot, (spec, before, result, start), {})
+    # The waves and the record are the execute phase's: a dry run changes nothing.
+    gate = None
+    if executing:
+        fleet = str(host.data.get(FLEET_FILE_DATA_KEY) or "")
+        arguments: dict[str, Any] = dict(host.current_op_global_arguments or {})
+        gate = rollout_gate(host.state, host.name, rollout, fleet, arguments.get("_parallel"))
+    try:
+        try:
+            before, result = plan_for_host(spec)
+        except OperationError as exc:
+            if gate is None:
+                raise
+            gate.failed(host.name, str(exc).splitlines()[0])
+            yield _refused(str(exc))
+            return
+        if gate is not None:
+            gate.planned(host.name, len(result.changes))
+        if result.converged:
+            host.noop(f"management VRFs of {spec.name} already converged")
+            return
+        _log_plan(spec, result)
+        rollback = rollback_script(spec, before, result)
+        start = start_command(result, rollback, spec.rollback_timeout, spec.apply_timeout)
+    except BaseException as exc:  # gevent's Timeout too
+        # The hosts after this one in the rollout wait for its plan: it must say it has none.
+        if gate is not None:
+            gate.failed(host.name, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        raise
+    if gate is None:  # not executing: pyinfra only looks at what would run
+        gate = RolloutGate([host.name], rollout, "")
+    yield FunctionCommand(change_in_a_slot, (spec, before, result, start, gate), {})

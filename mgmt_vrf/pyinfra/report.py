@@ -8,6 +8,9 @@
 (`python -m mgmt_vrf_report` in a checkout.) A host whose ssh connection fails is tried once
 more after the others: it is reported unreachable only if that fails too.
 
+The last run's record of the same fleet file (see mgmt_vrf.rollout) follows the totals: when
+it ran, how many hosts it confirmed, rolled back or left untouched, and why.
+
 Exit status: 0 every host converged, 1 some host drifted, 2 a host was unreachable, refused
 or failed (or the fleet file is broken). The inventory is ./inventory.py (in a checkout, the
 project's own, which reads the fleet file of $MGMT_VRF_FLEET) unless --inventory names
@@ -45,9 +48,11 @@ from pyinfra_cli.inventory import make_inventory  # noqa: E402
 from mgmt_vrf import drift, paths  # noqa: E402
 from mgmt_vrf.plan import plan  # noqa: E402
 from mgmt_vrf.preflight import host_problems  # noqa: E402
+from mgmt_vrf.rollout import latest_record, outcome_lines, records_dir, summary  # noqa: E402
 
 from .facts import VrfHostState  # noqa: E402
 from .hostspec import HostDataError, host_spec  # noqa: E402
+from .inventory_data import FLEET_FILE_DATA_KEY  # noqa: E402
 
 # Long enough for a slow host to answer the probe, short enough that a wedged one does not
 # hold up the report: the other hosts are read meanwhile anyway.
@@ -129,7 +134,10 @@ def _guarded(state: State, host: Host) -> drift.HostReport:
                 host.disconnect()
 
 
-def run(inventory_file: str, limits: Sequence[str], parallel: int = 0) -> list[drift.HostReport]:
+def run(
+    inventory_file: str, limits: Sequence[str], parallel: int = 0
+) -> tuple[list[drift.HostReport], str]:
+    """Every chosen host's report, and the fleet file the inventory read (if it says)."""
     config = Config(PARALLEL=parallel) if parallel else Config()
     ctx_config.set(config)
     state = State()
@@ -148,7 +156,7 @@ def run(inventory_file: str, limits: Sequence[str], parallel: int = 0) -> list[d
     again = [i for i, report in enumerate(reports) if report.status == "unreachable"]
     for i, report in zip(again, _check_all(state, [hosts[i] for i in again]), strict=True):
         reports[i] = report
-    return reports
+    return reports, str(hosts[0].data.get(FLEET_FILE_DATA_KEY) or "")
 
 
 def _check_all(state: State, hosts: Sequence[Host]) -> list[drift.HostReport]:
@@ -190,11 +198,19 @@ def main(
 
     # pyinfra logs every failed connection at length; the report's line per host says it once.
     logging.basicConfig(level=logging.INFO if args.verbose else logging.CRITICAL, stream=sys.stderr)
-    reports = run(args.inventory, args.limit, args.parallel)
+    reports, fleet = run(args.inventory, args.limit, args.parallel)
+    last = latest_record(records_dir(os.environ), fleet) if fleet else None
+    names = [report.host for report in reports]
     if args.json:
-        print(json.dumps(drift.render_json(reports), indent=2))
+        data = drift.render_json(reports)
+        if last is not None:
+            data["last_run"] = {"record": str(last[0]), **last[1]}
+        print(json.dumps(data, indent=2))
     else:
-        print("\n".join(drift.render_text(reports)))
+        lines = drift.render_text(reports)
+        if last is not None:
+            lines += [f"{summary(last[1])} (record: {last[0]})", *outcome_lines(last[1], names)]
+        print("\n".join(lines))
     return drift.exit_code(reports)
 
 

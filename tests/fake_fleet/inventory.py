@@ -5,6 +5,10 @@ and answers the combined fact with the recorded output in $FAKE_PROBE_OUTPUT (a 
 see tests/fixtures/README.md). After a change, the controller's checks from a new connection
 get $FAKE_AFTER_OUTPUT (a real capture of a converged host) behind the status lines a
 finished apply prints, and the confirmation succeeds. Nothing leaves the machine.
+
+Two host lists change that, for the rollout's tests: the hosts named in $FAKE_CUT_HOSTS
+say after their apply that they have rolled back by themselves (as a host whose change cut
+its ssh does), and those in $FAKE_CONVERGED_HOSTS answer the fact as converged already.
 """
 
 import os
@@ -18,7 +22,11 @@ if str(_ROOT) not in sys.path:
 from mgmt_vrf.apply import STATUS_MARKER  # noqa: E402
 from mgmt_vrf.fleet_file import load_fleet  # noqa: E402
 from mgmt_vrf.probe import MARKER  # noqa: E402
-from mgmt_vrf.pyinfra.inventory_data import SPEC_DATA_KEY  # noqa: E402
+from mgmt_vrf.pyinfra.inventory_data import (  # noqa: E402
+    FLEET_FILE_DATA_KEY,
+    ROLLOUT_DATA_KEY,
+    SPEC_DATA_KEY,
+)
 
 _fleet = load_fleet(os.environ["FAKE_FLEET"])
 _probe_output = Path(os.environ["FAKE_PROBE_OUTPUT"]).read_text().splitlines()
@@ -32,13 +40,38 @@ _responses = {
     "mgmt-vrf-confirm": ["mgmt-vrf: change confirmed, rollback disarmed"],
     MARKER: _probe_output,
 }
+# Rolled back by itself: the apply ended, then its timer fired before any confirmation.
+_cut_responses = {
+    **_responses,
+    "mgmt-vrf-wait": [f"{STATUS_MARKER} apply=done", f"{STATUS_MARKER} has=rollback.status"]
+    + _probe_output,
+}
+_converged_responses = {MARKER: _after_output[2:]}
+
+
+def _named(variable: str) -> set[str]:
+    return set(os.environ.get(variable, "").split())
+
+
+_cut, _converged = _named("FAKE_CUT_HOSTS"), _named("FAKE_CONVERGED_HOSTS")
+
+
+def _answers(name: str) -> dict[str, list[str]]:
+    if name in _cut:
+        return _cut_responses
+    if name in _converged:
+        return _converged_responses
+    return _responses
+
 
 fake_hosts = [
     (
         f"@fake/{spec.name}",
         {
             SPEC_DATA_KEY: spec,
-            "fake_responses": _responses,
+            FLEET_FILE_DATA_KEY: str(_fleet.source.resolve()),
+            ROLLOUT_DATA_KEY: _fleet.rollout,
+            "fake_responses": _answers(spec.name),
             "fake_delay": 0,
             "fake_delay_jitter": 0,
         },

@@ -8,11 +8,13 @@ second plan from a converged host would be empty (tests/unit/test_plan.py).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any, cast
 
 ROOT = Path(__file__).resolve().parents[2]
 BROKEN = ROOT / "tests" / "fixtures" / "probe" / "lab-broken.txt"
@@ -20,8 +22,8 @@ CONVERGED = ROOT / "tests" / "fixtures" / "probe" / "lab-converged.txt"
 HOSTS = [f"alma{i:02d}" for i in range(1, 21)]
 
 
-def _fleet_toml(defaults: str = "") -> str:
-    parts = [f'[defaults]\nssh_user = "root"\n{defaults}']
+def _fleet_toml(defaults: str = "", tables: str = "") -> str:
+    parts = [f'{tables}[defaults]\nssh_user = "root"\n{defaults}']
     parts.append(
         """
 [groups.lab]
@@ -52,17 +54,26 @@ gateway6 = "2001:db8:1::1"
     return "".join(parts)
 
 
-def _pyinfra(tmp_path: Path, *args: str, defaults: str = "") -> subprocess.CompletedProcess[str]:
+def _pyinfra(
+    tmp_path: Path,
+    *args: str,
+    defaults: str = "",
+    tables: str = "",
+    deploy: str = "deploy.py",
+    **env_vars: str,
+) -> subprocess.CompletedProcess[str]:
     fleet = tmp_path / "fleet.toml"
-    fleet.write_text(_fleet_toml(defaults))
+    fleet.write_text(_fleet_toml(defaults, tables))
     env = {
         **os.environ,
         "FAKE_FLEET": str(fleet),
         "FAKE_PROBE_OUTPUT": str(BROKEN),
         "FAKE_AFTER_OUTPUT": str(CONVERGED),
+        "MGMT_VRF_RUN_RECORDS": str(tmp_path / "runs"),
+        **env_vars,
     }
     return subprocess.run(
-        [sys.executable, "-m", "pyinfra", "tests/fake_fleet/inventory.py", "deploy.py", *args],
+        [sys.executable, "-m", "pyinfra", "tests/fake_fleet/inventory.py", deploy, *args],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -156,6 +167,113 @@ def test_hosts_past_changes_at_once_wait_for_a_slot_and_all_converge(tmp_path: P
     assert "waiting to start: 3 hosts are changing (changes_at_once = 3)" in output
     for host in HOSTS:
         assert "confirmed over a new ssh connection" in "\n".join(_host_lines(output, host))
+
+
+def _record(tmp_path: Path) -> dict[str, Any]:
+    records = sorted((tmp_path / "runs").glob("*.json"))
+    assert len(records) == 1, records
+    return cast(dict[str, Any], json.loads(records[0].read_text()))
+
+
+def _outcomes(record: dict[str, Any]) -> dict[str, tuple[str, int | None]]:
+    return {e["host"].removeprefix("@fake/"): (e["outcome"], e["wave"]) for e in record["hosts"]}
+
+
+def test_waves_stop_at_the_first_rollback_and_leave_the_rest_untouched(tmp_path: Path) -> None:
+    # alma01 is the canary, alma02 alone in wave 2 rolls back: nobody after it starts.
+    rollout = "[rollout]\nwaves = [1, 1, 3]\n"
+    result = _pyinfra(tmp_path, "-y", tables=rollout, FAKE_CUT_HOSTS="alma02")
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output[-3000:]
+    outcomes = _outcomes(_record(tmp_path))
+    assert outcomes["alma01"] == ("confirmed", 1)
+    assert outcomes["alma02"] == ("rolled back", 2)
+    assert outcomes["alma03"] == ("not started", 3) and outcomes["alma06"] == ("not started", 4)
+    assert {o for host, (o, _) in outcomes.items() if host not in ("alma01", "alma02")} == {
+        "not started"
+    }
+    for host in HOSTS[2:]:
+        lines = "\n".join(_host_lines(output, host))
+        assert (
+            "not started, the host is untouched: the rollout stopped (@fake/alma02 rolled back "
+            in (lines)
+        ), lines
+        assert "mgmt-vrf-start" not in lines and "confirmed over" not in lines
+    assert (
+        "[@fake/alma02] mgmt-vrf: in wave 2 (waves = [1, 1, 3], failures_allowed = 0): "
+        "waiting for the waves before it to confirm" in output
+    )
+    assert "the rollout stopped: @fake/alma02 rolled back in wave 2. " in output
+    assert "record: " + str(tmp_path / "runs") in output
+
+
+def test_a_second_run_resumes_in_waves_with_the_hosts_left(tmp_path: Path) -> None:
+    # The run above, fixed: alma01 has nothing left to do; the others go in waves, the
+    # canary first again.
+    rollout = '[rollout]\nwaves = [1, "25%"]\n'
+    result = _pyinfra(tmp_path, "-y", tables=rollout, FAKE_CONVERGED_HOSTS="alma01")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    record = _record(tmp_path)
+    assert record["stopped"] is None and record["rollout"]["waves"] == [1, "25%"]
+    outcomes = _outcomes(record)
+    assert outcomes["alma01"] == ("unchanged", None)
+    assert outcomes["alma02"] == ("confirmed", 1)
+    # 25% of the run's 20 hosts: waves of 5 after the canary.
+    assert [outcomes[h][1] for h in HOSTS[2:8]] == [2, 2, 2, 2, 2, 3]
+    assert {o for o, _ in list(outcomes.values())[1:]} == {"confirmed"}
+    # Every change began only after the wave before it had ended.
+    ended = {e["host"]: e["ended"] for e in record["hosts"]}
+    started = {e["host"]: e["started"] for e in record["hosts"]}
+    assert started["@fake/alma03"] >= ended["@fake/alma02"]
+
+
+def test_a_bad_rollout_is_refused_before_any_host_is_contacted(tmp_path: Path) -> None:
+    rollout = '[rollout]\nwaves = [0, "150%"]\nfailure_allowed = 1\n'
+    result = _pyinfra(tmp_path, "-y", tables=rollout)
+    assert result.returncode != 0
+    fleet = tmp_path / "fleet.toml"
+    assert f"{fleet}: rollout: waves: entry 1: 0 is outside 1..1000 hosts" in result.stderr
+    assert (
+        f"{fleet}: rollout: failure_allowed: unknown key; did you mean failures_allowed?"
+        in result.stderr
+    )
+    assert not (tmp_path / "runs").exists()
+
+
+# alma03's spec, built in code, fails the fleet file's checks; the others are good.
+ONE_BAD_SPEC_DEPLOY = """
+from dataclasses import replace
+
+from pyinfra import host
+
+from mgmt_vrf.pyinfra.hostspec import host_rollout, host_spec
+from mgmt_vrf.pyinfra.operations import converge
+
+spec = host_spec(host)
+if host.name.endswith("alma03"):
+    spec = replace(spec, vrfs=(replace(spec.vrfs[0], table=254),))
+converge(name="Management VRF", spec=spec, rollout=host_rollout(host))
+"""
+
+
+def test_a_host_that_fails_before_planning_counts_and_holds_nobody_up(tmp_path: Path) -> None:
+    # Its failure is a failure of the rollout (failures_allowed = 0): the hosts that would
+    # wait for its plan are told the rollout stopped, instead of waiting for ever.
+    deploy = tmp_path / "one_bad.py"
+    deploy.write_text(ONE_BAD_SPEC_DEPLOY)
+    rollout = "[rollout]\nwaves = [1, 1]\n"
+    result = _pyinfra(tmp_path, "-y", tables=rollout, deploy=str(deploy))
+    output = result.stdout + result.stderr
+    assert result.returncode != 0 and "Traceback" not in output, output[-3000:]
+    record = _record(tmp_path)
+    outcomes = _outcomes(record)
+    assert outcomes["alma03"][0] == "failed"
+    assert record["stopped"] == (
+        "1 host failed before changing (last: @fake/alma03), more than failures_allowed = 0"
+    )
+    assert {o for o, _ in outcomes.values()} <= {"confirmed", "failed", "not started"}
+    assert outcomes["alma20"][0] == "not started"
 
 
 def test_broken_fixture_is_a_real_lab_capture() -> None:

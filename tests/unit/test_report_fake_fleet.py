@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from mgmt_vrf.rollout import Rollout, Waves, write_record
+
 from .test_fake_fleet import BROKEN, HOSTS, ROOT, _fleet_toml
 
 # What the recorded broken host differs in, in plan order. tcp_l3mdev_accept was already 1.
@@ -43,10 +45,10 @@ EXPECTED = [
 ]
 
 
-def _report(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def _report(tmp_path: Path, *args: str, **env_vars: str) -> subprocess.CompletedProcess[str]:
     fleet = tmp_path / "fleet.toml"
     fleet.write_text(_fleet_toml())
-    env = {**os.environ, "FAKE_FLEET": str(fleet), "FAKE_PROBE_OUTPUT": str(BROKEN)}
+    env = {**os.environ, "FAKE_FLEET": str(fleet), "FAKE_PROBE_OUTPUT": str(BROKEN), **env_vars}
     return subprocess.run(
         [sys.executable, "-m", "mgmt_vrf_report", "--inventory", "tests/fake_fleet/inventory.py"]
         + list(args),
@@ -76,6 +78,34 @@ def test_text_report_one_line_per_host_then_totals(tmp_path: Path) -> None:
     assert len(lines) == 10, lines
     assert all(" drifted: net.ipv4.udp_l3mdev_accept is not 1; " in line for line in lines[:-1])
     assert lines[-1] == "9 hosts: 0 converged, 9 drifted, 0 unreachable, 0 refused"
+
+
+def test_the_report_shows_the_last_run_of_its_fleet_file(tmp_path: Path) -> None:
+    fleet = tmp_path / "fleet.toml"
+    waves = Waves([f"@fake/{h}" for h in HOSTS[:3]], Rollout(waves=(1,)))
+    for host in waves.hosts:
+        waves.planned(host, 4)
+    waves.started(waves.hosts[0])
+    waves.finished(waves.hosts[0], confirmed=False, detail="ROLLED BACK (no path): ...")
+    for host in waves.hosts[1:]:
+        waves.never_started(host)
+    runs = tmp_path / "runs"
+    write_record(runs / "20261207T160000Z-1.json", waves.record(str(fleet.resolve())))
+    write_record(runs / "20261207T170000Z-1.json", {"fleet_file": "/other.toml", "hosts": []})
+    result = _report(tmp_path, "--limit", "@fake/alma0[12]", MGMT_VRF_RUN_RECORDS=str(runs))
+    lines = result.stdout.splitlines()
+    assert lines[3].startswith("last run ")
+    assert lines[3].endswith(
+        ": 1 rolled back, 2 not started; stopped: @fake/alma01 rolled back in wave 1 "
+        f"(record: {runs / '20261207T160000Z-1.json'})"
+    )
+    # Only the hosts the report was asked about.
+    assert lines[4:] == [
+        "  @fake/alma01: rolled back (wave 1): ROLLED BACK (no path): ...",
+        "  @fake/alma02: not started (wave 2): @fake/alma01 rolled back in wave 1",
+    ]
+    data = json.loads(_report(tmp_path, "--json", MGMT_VRF_RUN_RECORDS=str(runs)).stdout)
+    assert data["last_run"]["stopped"] == "@fake/alma01 rolled back in wave 1"
 
 
 def test_an_unknown_limit_is_an_error(tmp_path: Path) -> None:
@@ -116,7 +146,7 @@ def flaky(state, host):
     return real(state, host)
 
 report.check_host = flaky
-reports = report.run("tests/fake_fleet/inventory.py", [], parallel=5)
+reports, _ = report.run("tests/fake_fleet/inventory.py", [], parallel=5)
 print(json.dumps({"tries": tries, "status": {r.host: r.status for r in reports}}))
 """
 
