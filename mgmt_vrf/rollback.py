@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from . import paths
 from .commands import sh_comment, sh_quote
 from .host_commands import RestartUnit, route_match_words
-from .hoststate import MAIN_TABLE, HostState, RouteEntry
+from .hoststate import MAIN_TABLE, HostState, Link, RouteEntry
 from .model import HostSpec
 from .plan import Plan, RemoveFile, RunCommand, WriteFile, activated_ports
 from .steps import (
@@ -274,17 +274,7 @@ def _view(
     view: dict[str, object] = {}
     for name in [vrf.name for vrf in spec.vrfs] + ports:
         link = state.links.get(name)
-        view[f"device {name}"] = (
-            None
-            if link is None
-            else (
-                link.kind,
-                link.vrf_table,
-                link.master,
-                link.up,
-                tuple(sorted(map(str, link.addresses))),
-            )
-        )
+        view[f"device {name}"] = "missing" if link is None else _link_words(link)
     for route in state.routes:
         if route.type in _DERIVED:
             continue
@@ -303,11 +293,32 @@ def _view(
             True
         )
     for path in files:
-        view[f"file {path}"] = state.file(path).sha256
+        sha = state.file(path).sha256
+        view[f"file {path}"] = f"sha256 {sha[:12]}" if sha else "absent"
     for unit in units:
         found = state.units.get(unit)
-        view[f"service {unit}"] = None if found is None else (found.running, found.vrf)
+        if found is None:
+            view[f"service {unit}"] = "missing"
+        else:
+            where = f"in VRF {found.vrf}" if found.vrf else "in the default VRF"
+            view[f"service {unit}"] = f"{'running' if found.running else 'stopped'} {where}"
     return view
+
+
+def _link_words(link: Link) -> str:
+    """A device as the rollback restores it, in words (compared as they are, and shown)."""
+    words = [f"a {link.kind} device" if link.kind else "a NIC"]
+    if link.vrf_table is not None:
+        words.append(f"table {link.vrf_table}")
+    words.append(f"in {link.master}" if link.master else "in no VRF")
+    words.append("up" if link.up else "down")
+    addresses = sorted(map(str, link.addresses))
+    words.append("addresses " + " ".join(addresses) if addresses else "no address")
+    return ", ".join(words)
+
+
+def _shown(value: object) -> str:
+    return "unset" if value is None else str(value)
 
 
 def differences(
@@ -328,5 +339,5 @@ def differences(
             if key.startswith(("route ", "rule ")):
                 out.append(f"{key}: {'gone' if key in old else 'new'}")
             else:
-                out.append(f"{key}: was {old.get(key)!r}, now {new.get(key)!r}")
+                out.append(f"{key}: was {_shown(old.get(key))}, now {_shown(new.get(key))}")
     return out

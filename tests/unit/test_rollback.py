@@ -138,11 +138,15 @@ def test_differences_are_empty_for_equal_states_and_name_what_changed() -> None:
     assert differences(spec, clean_state(), clean_state()) == []
     found = differences(spec, clean_state(), converged_state(), [paths.UNIT])
     text = "\n".join(found)
-    assert "device mgmt0: was None, now ('vrf', 10, None, True, ())" in text
-    assert "device eth2: was " in text
+    # In words a network engineer reads at a glance, not as tuples.
+    assert "device mgmt0: was missing, now a vrf device, table 10, in no VRF, up, no address" in (
+        text
+    )
+    assert "device eth2: was a NIC, in no VRF, up, addresses " in text
+    assert ", now a NIC, in mgmt0, up, addresses 2001:db8:1::10/64 203.0.113.10/24" in text
     assert f"route table 10 4 unicast default via {MGMT_GW4} dev eth2" in text
-    assert "sysctl net.ipv4.tcp_l3mdev_accept: was '0', now '1'" in text
-    assert f"file {paths.UNIT}: was None, now " in text
+    assert "sysctl net.ipv4.tcp_l3mdev_accept: was 0, now 1" in text
+    assert f"file {paths.UNIT}: was absent, now sha256 " in text
 
 
 def test_differences_see_a_leftover_l3mdev_rule_and_a_stray_default() -> None:

@@ -307,7 +307,7 @@ def test_rollback_restarts_what_the_change_restarted_as_it_was() -> None:
     assert lines.index("systemctl daemon-reload") < lines.index("systemctl restart sshd.service")
     moved = replace(before, units={**before.units, "sshd.service": sshd(cgroup="/vrf/mgmt0")})
     assert differences(spec, before, moved, units=["sshd.service"]) == [
-        "service sshd.service: was (True, None), now (True, 'mgmt0')"
+        "service sshd.service: was running in the default VRF, now running in VRF mgmt0"
     ]
 
 
