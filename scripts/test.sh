@@ -61,7 +61,8 @@ first_lab=$!
 # hosts run AlmaLinux 8's `ip`: lab1 is shaped like AlmaLinux 8.10 (NetworkManager 1.40.16,
 # ifcfg-rh), lab2 like 9.5 (1.48.10), lab3 like 10.1 (1.54.0, keyfiles only) and lab4 like an
 # AlmaLinux 8 host without NetworkManager (the legacy network-scripts). The tests of those
-# versions and that backend, and the services inside the VRF once more.
+# versions and that backend, a rollout in waves across three of them, and the services
+# inside the VRF once more.
 status=0
 wait "$nm_build" || status=$?
 cat "$nm_log"
