@@ -79,9 +79,6 @@ __all__ = [
     "spec_to_data",
 ]
 
-# Every key a host table takes, in the order messages list them.
-_HOST_KEYS = HostKeys.known_keys()
-
 # Fleet groups become inventory groups. pyinfra builds "all" and "inventory" itself, and
 # the inventory's group of every host of the fleet is ALL_HOSTS_GROUP: a fleet group of one
 # of these names would silently merge with them.

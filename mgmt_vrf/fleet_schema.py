@@ -358,7 +358,22 @@ class FleetDocument(BaseModel):
 
 
 def json_schema() -> dict[str, Any]:
-    return FleetDocument.model_json_schema()
+    """The fleet file's JSON Schema, for editors that check TOML against one (taplo, Even
+    Better TOML: `#:schema ./fleet.schema.json` as the file's first line)."""
+    return _without_null_defaults(FleetDocument.model_json_schema())
+
+
+def _without_null_defaults(schema: Any) -> Any:
+    # An unset key is left out of a TOML file; there is no null to write.
+    if isinstance(schema, dict):
+        return {
+            k: _without_null_defaults(value)
+            for k, value in schema.items()
+            if not (k == "default" and value is None)
+        }
+    if isinstance(schema, list):
+        return [_without_null_defaults(item) for item in schema]
+    return schema
 
 
 # ---------------------------------------------------------------------------------------

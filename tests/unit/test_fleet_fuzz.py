@@ -25,7 +25,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mgmt_vrf.commands import sh_quote
-from mgmt_vrf.fleet_file import _HOST_KEYS, Fleet, FleetError, load_fleet
+from mgmt_vrf.fleet_file import Fleet, FleetError, load_fleet
+from mgmt_vrf.fleet_schema import HostKeys
 from mgmt_vrf.model import HostSpec
 
 from .builders import clean_state
@@ -179,7 +180,7 @@ def fleet_files(draw: st.DrawFn) -> bytes:
 
 
 _WHERE = re.compile(r"(top level|defaults|group [^:]+|host [^:]+): ")
-_KEYS = {*_HOST_KEYS, "hosts", "defaults"}
+_KEYS = {*HostKeys.known_keys(), "hosts", "defaults"}
 
 
 def _assert_names_where(message: str, label: str) -> None:
