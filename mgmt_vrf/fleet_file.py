@@ -5,13 +5,10 @@ each message naming the file, the host (or group, or [defaults]) and the key pat
 user fixes the whole file at once instead of one error per run. Nothing here imports
 pyinfra: inventory.py only wires the result into pyinfra groups.
 
-Layout of the file (see fleet.example.toml):
-
-    [defaults]                       any host key, merged under every host
-    [groups.NAME]                    any host key, merged over defaults for member hosts
-    [hosts.NAME]                     host keys, plus groups = ["NAME", ...]
-    [hosts.NAME.interfaces.DEV]      ipv4, ipv6, gateway4, gateway6, main_default
-    [hosts.NAME.vrfs.VRF]            table, ports, gateway4, gateway6, routes, state
+Layout of the file (see fleet.example.toml): [defaults], [groups.NAME], [hosts.NAME] with
+its interfaces and vrfs tables, and [rollout]. Which keys each table takes, and each value's
+rule, is declared once in fleet_schema; this module merges the layers and runs the checks
+that need a whole host, or the whole fleet.
 
 Merge order: defaults < groups (in the order the host lists them) < host. The interfaces
 and vrfs tables merge key by key, so a group can define a VRF and a host change only its
