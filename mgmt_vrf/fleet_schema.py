@@ -393,11 +393,19 @@ def check_table(
         errors = exc.errors(include_url=False)
     wrong = {tuple(e["loc"]) for e in errors if e["type"] in ("extra_forbidden", "missing")}
     whole_wrong = {loc[:-1] for loc in wrong if _model_at(model, loc[:-1]).whole}
+    # Entries whose name is not even a string (Python host data): only the name is reported.
+    unnamed = {
+        loc[: loc.index("[key]")]
+        for e in errors
+        if e["type"] != _OUR_PROBLEM and "[key]" in (loc := tuple(e["loc"]))
+    }
     problems = []
     for error in errors:
         loc = tuple(error["loc"])
         if error["type"] == _OUR_PROBLEM and any(loc[: len(w)] == w for w in whole_wrong):
             continue  # a table that is one value is checked once its keys are right
+        if "[key]" not in loc and any(loc[: len(u)] == u for u in unnamed):
+            continue
         problems.append((_position(raw, loc), _path(loc, error), _message(model, loc, error)))
     problems.sort(key=lambda p: p[0])
     cleaned = _without_errors(raw, errors, whole_wrong)
@@ -445,6 +453,8 @@ def _peel(annotation: Any) -> Any:
 
 def _path(loc: Loc, error: Mapping[str, Any]) -> str:
     parts: list[str] = []
+    if "[key]" in loc and error.get("type") != _OUR_PROBLEM:
+        loc = loc[: loc.index("[key]") - 1]  # a name that is not a string: the table's
     for part in loc:
         if part == "[key]":
             continue  # a named table's name: the problem is the table's
@@ -462,6 +472,8 @@ def _message(model: type[Table], loc: Loc, error: Mapping[str, Any]) -> str:
     kind, got = error["type"], _describe(error["input"])
     if kind == _OUR_PROBLEM:
         return str(error["ctx"]["problem"])
+    if "[key]" in loc:
+        return f"every name here must be a string (as TOML writes it), got {got}"
     parent = _model_at(model, loc[:-1]) if loc else model
     key = str(loc[-1]) if loc else ""
     if kind == "extra_forbidden":
@@ -526,6 +538,8 @@ def _without_errors(raw: Mapping[str, Any], errors: Iterable[Any], whole_wrong: 
             edits.setdefault(loc, _DELETE)
         elif error["type"] == _OUR_PROBLEM and "[key]" in loc:
             continue  # a wrong name: the table is checked all the same
+        elif "[key]" in loc:
+            edits[loc[: loc.index("[key]")]] = _DELETE  # not even a string: nothing to check
         elif error["type"] == _OUR_PROBLEM and (error.get("ctx") or {}).get("at"):
             edits[loc] = INVALID  # a table that is wrong as a whole
         elif error["type"] != "missing":

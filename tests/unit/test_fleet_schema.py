@@ -13,7 +13,7 @@ import jsonschema
 import pytest
 import tomli
 
-from mgmt_vrf.fleet_file import load_fleet, spec_from_data, spec_to_data
+from mgmt_vrf.fleet_file import FleetError, load_fleet, spec_from_data, spec_to_data
 from mgmt_vrf.fleet_schema import (
     HostKeys,
     InterfaceKeys,
@@ -115,3 +115,21 @@ def test_spec_to_data_writes_every_key_the_spec_sets_and_reads_back_the_same() -
     vrf = data["vrfs"]["mgmt0"]
     assert vrf["table"] == 10 and vrf["ports"] == ["eth2"] and vrf["state"] == "present"
     assert json.loads(json.dumps(data)) == data
+
+
+def test_a_name_that_is_not_a_string_in_python_host_data_is_a_message() -> None:
+    # TOML names are always strings; a Python inventory's dict can hold any key.
+    data = {
+        "name": "alma1",
+        "ssh_address": "192.0.2.10",
+        "interfaces": {1: {"ipv4": "192.0.2.5/24", "mtu": 9000}},
+        "vrfs": {"mgmt0": {"table": 10, "ports": ["eth2"]}},
+    }
+    with pytest.raises(FleetError) as caught:
+        spec_from_data(data)
+    assert caught.value.messages[0] == (
+        "host data: host alma1: interfaces: every name here must be a string (as TOML writes "
+        "it), got the integer 1"
+    )
+    # Nothing inside the unnamed table is reported: only its name is wrong.
+    assert not [m for m in caught.value.messages if "mtu" in m]
