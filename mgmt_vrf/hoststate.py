@@ -157,6 +157,23 @@ class UnitState:
 
 
 @dataclass(frozen=True)
+class Kernel:
+    """What decides whether VRFs work on this kernel at all; read only where it can fail."""
+
+    # /sys/module/vrf exists: loaded or built in (None: not read)
+    vrf_module: bool | None = None
+    modules_disabled: bool = False  # kernel.modules_disabled = 1: nothing more loads
+    # `modprobe -n -v` (a dry run) for the alias the kernel asks for when a VRF device is
+    # created, and for the module's name: (exit status, what it printed on one line)
+    modprobe_alias: tuple[int, str] | None = None
+    modprobe_name: tuple[int, str] | None = None
+    # cgroup v1 hosts: the kernel's log line when it turned cgroup2 socket matching off
+    socket_matching_off: str | None = None
+    # cgroup v1 hosts: net_cls / net_prio -> how many cgroups /proc/cgroups counts
+    net_cgroups: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class HostState:
     links: dict[str, Link] = field(default_factory=dict)
     routes: tuple[RouteEntry, ...] = ()
@@ -175,6 +192,7 @@ class HostState:
         False  # legacy initscripts (/etc/sysconfig/network-scripts/ifup-eth)
     )
     cgroup: str | None = None  # "v1", "v2" or "hybrid"
+    kernel: Kernel = Kernel()
     # The services the fleet file runs in VRFs, and those our drop-ins still wrap.
     units: dict[str, UnitState] = field(default_factory=dict)
     # Their unit files and drop-ins (path -> text), to find the command each one starts.
@@ -233,6 +251,7 @@ class HostState:
             "unit_busy": self.unit_busy,
             "network_scripts_installed": self.network_scripts_installed,
             "cgroup": self.cgroup,
+            "kernel": asdict(self.kernel),
             "units": {name: {**asdict(unit), "vrf": unit.vrf} for name, unit in self.units.items()},
             "os_id": self.os_id,
             "os_version": self.os_version,

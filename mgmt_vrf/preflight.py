@@ -106,6 +106,8 @@ def host_problems(spec: HostSpec, state: HostState) -> list[str]:
     problems += unit_problems(spec, state)
     problems += _tables_in_use(spec, state, where)
     problems += _l3mdev_rule_order(spec, state, where)
+    problems += _vrf_module(spec, state, where)
+    problems += _socket_matching(spec, state, where)
     return problems
 
 
@@ -163,3 +165,71 @@ def _l3mdev_rule_order(spec: HostSpec, state: HostState, where: str) -> list[str
                 f"pref {pref} l3mdev`"
             )
     return problems
+
+
+# An `install vrf CMD` line whose command loads nothing (hardening baselines write these).
+_REFUSING_INSTALLS = frozenset({"true", "false"})
+
+
+def _vrf_module(spec: HostSpec, state: HostState, where: str) -> list[str]:
+    """Without the vrf module, creating the VRF fails half way through a change (the kernel
+    says only "Unknown device type"); a module that loads now but not at boot fails later."""
+    kernel = state.kernel
+    new = [vrf.name for vrf in spec.present_vrfs if vrf.name not in state.vrf_links]
+    if not new or kernel.vrf_module is not False:
+        return []
+    key = f"{where}: vrfs.{new[0]}"
+    if kernel.modules_disabled:
+        return [
+            f"{key}: the vrf kernel module is not loaded and kernel.modules_disabled = 1 "
+            "forbids loading it until the host reboots; have it loaded at boot (`echo vrf > "
+            "/etc/modules-load.d/vrf.conf`, which runs before modules are disabled), reboot, "
+            "then run the deploy again"
+        ]
+    alias, name = kernel.modprobe_alias, kernel.modprobe_name
+    if alias is None or alias[0] == 127:
+        return []  # no modprobe to ask: the kernel's own request tells us, if it fails
+    said = alias[1].split()
+    if alias[0] != 0:
+        return [
+            f"{key}: this kernel has no vrf module (`modprobe -n rtnl-link-vrf` says: "
+            f"{alias[1]}): it was built without CONFIG_NET_VRF, or the package holding "
+            "vrf.ko for the running kernel is not installed (`dnf provides '*/vrf.ko*'`); "
+            "install it, or boot a kernel that has it"
+        ]
+    if said[:1] == ["install"] and said[1:2] and said[1].rsplit("/", 1)[-1] in _REFUSING_INSTALLS:
+        return [
+            f"{key}: the modprobe configuration runs `{' '.join(said[1:])}` in place of "
+            "loading the vrf module (an `install vrf ...` line, as hardening baselines write; "
+            "`grep -rw vrf /etc/modprobe.d /usr/lib/modprobe.d` finds it), so no VRF can be "
+            "created; remove that line, then run the deploy again"
+        ]
+    if not said and name is not None and name[0] == 0 and "insmod" in name[1].split():
+        return [
+            f"{key}: the vrf module is blacklisted (a `blacklist vrf` line; `grep -rw vrf "
+            "/etc/modprobe.d /usr/lib/modprobe.d` finds it), so the kernel does not load it "
+            "when a VRF device is created, now or at boot; remove that line, then run the "
+            "deploy again"
+        ]
+    return []
+
+
+def _socket_matching(spec: HostSpec, state: HostState, where: str) -> list[str]:
+    """Once the kernel turns cgroup2 socket matching off, `ip vrf exec` still succeeds but
+    its BPF program never runs: the services would start in the default VRF, unnoticed."""
+    line = state.kernel.socket_matching_off
+    if not line or state.cgroup not in ("v1", "hybrid"):
+        return []
+    counts = ", ".join(f"{name} {n}" for name, n in sorted(state.kernel.net_cgroups.items()))
+    in_use = f" (cgroups now: {counts})" if counts else ""
+    return [
+        f"{where}: vrfs.{vrf.name}.services: the kernel has turned cgroup2 socket matching "
+        f"off (its log says: {line.strip()}), so ip vrf exec would start "
+        f"{', '.join(vrf.services)} in the default VRF without any error. A net_cls or "
+        f"net_prio cgroup v1 controller was used{in_use} and it stays off until reboot: stop "
+        "what writes net_cls.classid or net_prio.ifpriomap or joins tasks to net_prio "
+        "cgroups (container runtimes on cgroup v1 do), or boot with cgroup v2 "
+        "(systemd.unified_cgroup_hierarchy=1); reboot, then run the deploy again"
+        for vrf in spec.present_vrfs
+        if vrf.services
+    ]

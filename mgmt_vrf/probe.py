@@ -30,6 +30,7 @@ from .hoststate import (
     TABLE_NAMES,
     FileState,
     HostState,
+    Kernel,
     Link,
     NetworkManager,
     Profile,
@@ -59,6 +60,11 @@ L3MDEV_SYSCTLS = (
 # reboot sshd answers before the unit has rebuilt the VRFs, and a plan made from that half-built
 # state would race the unit (both creating the same device).
 BOOT_UNIT_WAIT = 120
+
+# What the kernel logs (cgroup v1 hosts, kernels before 5.15) when a net_cls or net_prio
+# cgroup is used: from then on until reboot, sockets no longer match cgroup2 BPF programs,
+# and `ip vrf exec` runs programs in the default VRF without an error.
+SOCKET_MATCHING_OFF = "disabling cgroup2 socket matching"
 
 # Sections a complete combined probe prints exactly once.
 CORE_SECTIONS = ("host", "link", "addr", "route4", "route6", "rule4", "rule6", "sysctl")
@@ -187,9 +193,44 @@ def _host_section() -> list[str]:
         # Also a NetworkManager started outside systemd counts.
         'if [ "${2-}" = active ] || pidof NetworkManager >/dev/null 2>&1; '
         "then echo nm_running=1; else echo nm_running=0; fi",
-        "printf 'cgroup_fs=%s\\n' \"$(stat -fc %T /sys/fs/cgroup 2>/dev/null)\"",
+        "mv_cg=$(stat -fc %T /sys/fs/cgroup 2>/dev/null)",
+        "printf 'cgroup_fs=%s\\n' \"$mv_cg\"",
         "if [ -d /sys/fs/cgroup/unified ]; then echo cgroup_unified=1; "
         "else echo cgroup_unified=0; fi",
+        *kernel_lines(),
+    ]
+
+
+def kernel_lines() -> list[str]:
+    """What decides whether VRFs work on this kernel at all, read only where it can fail.
+
+    The vrf module: loaded (or built in) or not; when not, what modprobe
+    would do, as a dry run, for the alias the kernel asks for when a VRF device is created
+    (a `blacklist vrf` line hides the alias, not the name) and for the name.
+    On cgroup v1, the kernel's log line saying it turned cgroup2 socket matching off (then
+    `ip vrf exec` binds nothing) and how many net_cls/net_prio cgroups exist.
+    """
+    dry_run = (
+        "mv_l=$(modprobe -n -v {0} 2>&1); mv_rc=$?; "
+        "printf 'modprobe_{1}=%s %s\\n' \"$mv_rc\" \"$(printf '%s' \"$mv_l\" | tr '\\n' ' ')\"; "
+    )
+    return [
+        # /proc/modules too: a container's or the lab's partial /sys has no module directory.
+        "mv_vrf=0; if [ -d /sys/module/vrf ]; then mv_vrf=1; else "
+        'while read -r mv_n mv_l; do [ "$mv_n" = vrf ] && mv_vrf=1 && break; '
+        "done 2>/dev/null </proc/modules; fi",
+        'if [ "$mv_vrf" = 1 ]; then echo vrf_module=1; else echo vrf_module=0; '
+        "{ read -r mv_l </proc/sys/kernel/modules_disabled; } 2>/dev/null "
+        "&& printf 'modules_disabled=%s\\n' \"$mv_l\"; "
+        + dry_run.format("rtnl-link-vrf", "alias")
+        + dry_run.format("vrf", "name")
+        + "fi",
+        'if [ "$mv_cg" != cgroup2fs ]; then '
+        'while read -r mv_n mv_h mv_c mv_e; do case "$mv_n" in net_cls|net_prio) '
+        'printf \'cgroups_%s=%s %s %s\\n\' "$mv_n" "$mv_h" "$mv_c" "$mv_e";; esac; '
+        "done 2>/dev/null </proc/cgroups; "
+        "printf 'socket_matching_off=%s\\n' "
+        f'"$(dmesg 2>/dev/null | grep -m1 -F {sh_quote(SOCKET_MATCHING_OFF)})"; fi',
     ]
 
 
@@ -784,6 +825,30 @@ def _cgroup(fs_type: str | None, unified: str | None) -> str | None:
     return "v1"
 
 
+def _dry_run(text: str | None) -> tuple[int, str] | None:
+    status, _, said = (text or "").partition(" ")
+    return (int(status), said.strip()) if status.isdigit() else None
+
+
+def _kernel(host: dict[str, str]) -> Kernel:
+    counts = {}
+    for controller in ("net_cls", "net_prio"):
+        # hierarchy id, number of cgroups, enabled (the columns of /proc/cgroups)
+        columns = host.get(f"cgroups_{controller}", "").split()
+        if len(columns) == 3 and columns[1].isdigit():
+            counts[controller] = int(columns[1])
+    loaded, off = host.get("vrf_module"), host.get("socket_matching_off")
+    return Kernel(
+        vrf_module=None if loaded not in ("0", "1") else loaded == "1",
+        modules_disabled=host.get("modules_disabled") == "1",
+        modprobe_alias=_dry_run(host.get("modprobe_alias")),
+        modprobe_name=_dry_run(host.get("modprobe_name")),
+        # dmesg's "[  334.956769] " stamp says nothing the message needs.
+        socket_matching_off=re.sub(r"^\[[\s\d.]*\]\s*", "", off) if off else None,
+        net_cgroups=counts,
+    )
+
+
 def _parse_units(
     parser: _Parser, section: _Section | None, unit_files: dict[str, str]
 ) -> dict[str, UnitState]:
@@ -956,6 +1021,7 @@ def parse_probe_output(lines: Iterable[str]) -> HostState:
         unit_busy=host.get("unit_state") == "activating",
         network_scripts_installed=host.get("network_scripts") == "1",
         cgroup=_cgroup(host.get("cgroup_fs"), host.get("cgroup_unified")),
+        kernel=_kernel(host),
         units=units,
         unit_files={p: t for p, t in unit_files.items() if not p.startswith("/proc/")},
         os_id=_unquote(host["ID"]) or None if "ID" in host else None,

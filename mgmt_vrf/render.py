@@ -12,6 +12,7 @@ import jinja2
 from . import paths
 from .commands import sh_quote
 from .model import UNREACHABLE_METRIC, HostSpec, Interface, Vrf, needs_dev
+from .probe import SOCKET_MATCHING_OFF
 from .profile_text import Ifcfg, Keyfile
 from .steps import l3mdev_sysctls, port_sysctls, present_steps, sysctl_slash_key
 
@@ -374,6 +375,7 @@ def exec_wrapper(spec: HostSpec) -> str:
         default=names[0],
         boot_unit=paths.UNIT_NAME,
         converge=paths.CONVERGE_SCRIPT,
+        socket_matching_off=SOCKET_MATCHING_OFF,
     )
 
 

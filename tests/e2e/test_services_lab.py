@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from lab import client
 from lab.pytest_fixture import Lab
 from mgmt_vrf import paths
 
@@ -129,4 +130,61 @@ def test_services_come_back_inside_the_vrf_after_reboot(lab: Lab, served: tuple[
     wait_listening(lab, host)
     assert web_answers(lab, host, ETH2_4)
     assert not web_answers(lab, host, ETH0_4)
+    assert results(converge(fleet, [host])) == (0, 0, 1)
+
+
+def vm(command: str) -> None:
+    run = client.vm_command(command)
+    assert run.returncode == 0, f"VM: {command}: exit {run.returncode}: {run.stderr}"
+
+
+# What kernels before 5.15 log on cgroup v1 once a net_cls or net_prio cgroup is used.
+SOCKET_MATCHING_OFF = (
+    "cgroup: disabling cgroup2 socket matching due to net_prio or net_cls activation"
+)
+
+
+def test_socket_matching_turned_off_refuses_the_services_on_cgroup_v1(
+    lab: Lab, served: tuple[str, Path], cgroup_mode: str
+) -> None:
+    """The lab's kernel (6.1) keeps cgroup2 socket matching on whatever net_cls does, so the
+    test writes the older kernels' log line into the kernel log itself (/dev/kmsg, where the
+    kernel writes it), beside a real net_cls cgroup with a classid, as a container runtime
+    on cgroup v1 leaves. On cgroup v1 the deploy then refuses the host before any change,
+    naming the services' key, and mgmt-vrf-exec refuses to run a command it cannot put in
+    the VRF; on cgroup v2 neither applies, and nothing changes."""
+    host, fleet = served
+    # The host's own view of the v1 hierarchies is read-only: the cgroup is made from the
+    # VM, whose kernel (and cgroups) every lab host shares, as a runtime's would be.
+    net_cls = "/sys/fs/cgroup/net_cls/lab-runtime"
+    setup = f"echo '<6>{SOCKET_MATCHING_OFF}' > /dev/kmsg"
+    if cgroup_mode == "v1":
+        setup += f" && mkdir -p {net_cls} && echo 0x100001 > {net_cls}/net_cls.classid"
+    vm(setup)
+    try:
+        state = fact(fleet, host, "VrfHostState")
+        run = converge(fleet, [host])
+        out = run.stdout + run.stderr
+        exec_run = lab.ssh(host, "mgmt-vrf-exec true")
+        if cgroup_mode == "v2":
+            assert state["kernel"]["socket_matching_off"] is None
+            assert results(run) == (0, 0, 1), out[-4000:]
+            assert exec_run.returncode == 0, exec_run.stderr
+            return
+        assert SOCKET_MATCHING_OFF in state["kernel"]["socket_matching_off"]
+        assert state["kernel"]["net_cgroups"]["net_cls"] >= 2
+        assert run.returncode != 0, out[-4000:]
+        assert "host state does not fit the fleet file, nothing was changed" in out
+        assert (
+            f"host {host}: vrfs.mgmt0.services: the kernel has turned cgroup2 socket matching "
+            "off (its log says: "
+        ) in out, out[-4000:]
+        assert "would start sshd.service, lab-web.service in the default VRF" in out
+        assert exec_run.returncode == 1
+        assert "the kernel turned cgroup2 socket matching off" in exec_run.stderr
+        # The services already in the VRF stay where they are.
+        for unit in SERVICES:
+            assert vrf_of(lab, host, unit) == "mgmt0", unit
+    finally:
+        vm(f"dmesg -C; [ ! -d {net_cls} ] || rmdir {net_cls}")
     assert results(converge(fleet, [host])) == (0, 0, 1)

@@ -142,7 +142,7 @@ def test_real_run_on_fake_hosts_changes_every_host(tmp_path: Path) -> None:
         assert "rollback due 120 s after the apply ends (at the latest 420 s" in lines
         assert "confirmed over a new ssh connection, rollback disarmed" in lines
         # One line per change: files by their size, their diffs only with --diff or --dry.
-        assert "create /usr/local/sbin/mgmt-vrf-exec (mode 0755, +70 -0 lines) # " in lines
+        assert "create /usr/local/sbin/mgmt-vrf-exec (mode 0755, +84 -0 lines) # " in lines
         assert "+type=vrf" not in lines and "(each file's diff: run with --diff" in lines
         assert len(_host_lines(output, host)) < 40
 

@@ -6,8 +6,10 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
+
 from mgmt_vrf import paths
-from mgmt_vrf.hoststate import FileState, HostState, Link, NetworkManager, Profile
+from mgmt_vrf.hoststate import FileState, HostState, Kernel, Link, NetworkManager, Profile
 from mgmt_vrf.model import Vrf
 from mgmt_vrf.plan import RemoveFile, WriteFile, plan
 from mgmt_vrf.preflight import host_problems
@@ -168,3 +170,89 @@ def test_an_l3mdev_rule_after_the_main_tables_is_refused() -> None:
     # A host without present VRFs has no VRF traffic to misroute.
     absent = replace(seed_spec(), vrfs=tuple(replace(v, state="absent") for v in seed_spec().vrfs))
     assert not [p for p in host_problems(absent, state) if "l3mdev" in p]
+
+
+KERNEL = Path(__file__).resolve().parents[1] / "fixtures" / "kernel"
+
+
+def kernel_from(case: str, *edits: tuple[str, str]) -> Kernel:
+    """The probe's kernel lines as captured by tests/fixtures/kernel/capture.sh."""
+    text = (KERNEL / f"modprobe-{case}.txt").read_text()
+    for old, new in edits:
+        assert old in text
+        text = text.replace(old, new)
+    return parse_probe_output(probe(("host", text))).kernel
+
+
+def test_the_probe_reads_what_modprobe_would_do() -> None:
+    kernel = kernel_from("install-false")
+    assert kernel.vrf_module is False
+    assert kernel.modprobe_alias == (0, "install /bin/false")
+    assert kernel_from("blacklist").modprobe_alias == (0, "")
+    status, said = kernel_from("no-vrf-kernel").modprobe_alias or (0, "")
+    assert status == 1 and said.startswith("modprobe: FATAL: Module rtnl-link-vrf not found")
+
+
+@pytest.mark.parametrize(
+    ("case", "words"),
+    [
+        ("none", None),
+        ("no-vrf-kernel", "this kernel has no vrf module (`modprobe -n rtnl-link-vrf` says: "),
+        ("blacklist", "the vrf module is blacklisted (a `blacklist vrf` line"),
+        ("install-false", "the modprobe configuration runs `/bin/false` in place of loading"),
+    ],
+)
+def test_a_vrf_module_that_cannot_load_refuses_the_host(case: str, words: str | None) -> None:
+    problems = host_problems(seed_spec(), clean_state(kernel=kernel_from(case)))
+    if words is None:
+        assert problems == []
+        return
+    (problem,) = problems
+    assert problem.startswith("host alma1: vrfs.mgmt0: " + words), problem
+    assert problem.endswith("run the deploy again") or "boot a kernel that has it" in problem
+
+
+def test_the_module_is_asked_about_only_for_a_vrf_still_to_create() -> None:
+    # The VRF exists, so the module is loaded whatever modprobe would say now.
+    state = replace(converged_state(), kernel=kernel_from("no-vrf-kernel"))
+    assert host_problems(seed_spec(), state) == []
+
+
+def test_modules_disabled_and_no_modprobe() -> None:
+    # modules_disabled=1 is typed into the capture: setting it cannot be undone until reboot.
+    locked = kernel_from("none", ("vrf_module=0\n", "vrf_module=0\nmodules_disabled=1\n"))
+    (problem,) = host_problems(seed_spec(), clean_state(kernel=locked))
+    assert "kernel.modules_disabled = 1 forbids loading it until the host reboots" in problem
+    # No modprobe at all (exit 127): nothing to go on, the change itself will tell.
+    nothing = kernel_from("blacklist", ("modprobe_alias=0 ", "modprobe_alias=127 sh: modprobe"))
+    assert host_problems(seed_spec(), clean_state(kernel=nothing)) == []
+
+
+def test_cgroup2_socket_matching_turned_off_refuses_a_vrf_with_services() -> None:
+    # Real output: lab-el8-socket-matching-off.txt (cgroup v1, a net_cls cgroup with a
+    # classid, the kernel's log line; tests/fixtures/README.md says how it was made).
+    state = parse_probe_output(fixture_lines("lab-el8-socket-matching-off.txt"))
+    assert state.cgroup == "v1"
+    assert state.kernel.socket_matching_off == (
+        "cgroup: disabling cgroup2 socket matching due to net_prio or net_cls activation"
+    )
+    assert state.kernel.net_cgroups == {"net_cls": 2, "net_prio": 1}
+    spec = seed_spec()
+    served = replace(spec.vrfs[0], services=("sshd.service", "lab-web.service"))
+    spec = replace(spec, vrfs=(served, *spec.vrfs[1:]))
+    problems = [p for p in host_problems(spec, state) if "socket matching" in p]
+    assert problems == [
+        "host alma1: vrfs.mgmt0.services: the kernel has turned cgroup2 socket matching off "
+        "(its log says: cgroup: disabling cgroup2 socket matching due to net_prio or net_cls "
+        "activation), so ip vrf exec would start sshd.service, lab-web.service in the default "
+        "VRF without any error. A net_cls or net_prio cgroup v1 controller was used (cgroups "
+        "now: net_cls 2, net_prio 1) and it stays off until reboot: stop what writes "
+        "net_cls.classid or net_prio.ifpriomap or joins tasks to net_prio cgroups (container "
+        "runtimes on cgroup v1 do), or boot with cgroup v2 (systemd.unified_cgroup_hierarchy=1)"
+        "; reboot, then run the deploy again"
+    ]
+    # Without services nothing runs through ip vrf exec at the deploy's behest; on cgroup v2
+    # the kernel's switch does not apply (the probe does not even look there).
+    assert not [p for p in host_problems(seed_spec(), state) if "socket matching" in p]
+    v2 = replace(state, cgroup="v2")
+    assert not [p for p in host_problems(spec, v2) if "socket matching" in p]
