@@ -20,6 +20,7 @@ from typing import Literal, Protocol
 from . import paths
 from .apply import APPLY_DELAY, RunStatus
 from .hoststate import HostState
+from .leaks import leaks
 from .model import HostSpec
 from .plan import Plan, plan
 from .rollback import differences, restarted_units, touched_paths
@@ -142,11 +143,13 @@ def verdict(status: RunStatus, spec: HostSpec, after: HostState) -> str | None:
     """Why the change must be undone, or None when the host is converged."""
     if status.applied:
         left = plan(spec, after)
-        if left.converged:
-            return None
-        return "after the change the host still differs: " + "; ".join(
-            c.why for c in left.changes[:5]
-        )
+        if not left.converged:
+            return "after the change the host still differs: " + "; ".join(
+                c.why for c in left.changes[:5]
+            )
+        # Refused before the change when it was there already: this one came with it.
+        found = leaks(spec, after)
+        return "after the change, " + "; ".join(found) if found else None
     if status.apply.startswith("failed"):
         return f"the change {status.apply}"
     if status.apply == "running":

@@ -77,6 +77,9 @@ class RuleEntry:
     priority: int
     table: str | None = None  # "main", "local", "10", ...
     l3mdev: bool = False
+    # What the rule matches on, as `ip rule` writes it ("to 198.51.100.0/24", "iif eth0");
+    # empty for a rule that matches every packet.
+    selectors: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

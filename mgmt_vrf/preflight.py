@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from .host_commands import route_match_words
 from .hoststate import HostState, RouteEntry
+from .leaks import leaks
 from .model import UNREACHABLE_METRIC, HostSpec
 from .paths import UNIT_NAME
 from .plan import resolve_backend
@@ -108,6 +109,7 @@ def host_problems(spec: HostSpec, state: HostState) -> list[str]:
     problems += _l3mdev_rule_order(spec, state, where)
     problems += _vrf_module(spec, state, where)
     problems += _socket_matching(spec, state, where)
+    problems += [f"{where}: {leak}" for leak in leaks(spec, state)]
     return problems
 
 
@@ -154,7 +156,9 @@ def _l3mdev_rule_order(spec: HostSpec, state: HostState, where: str) -> list[str
     for family in (4, 6):
         rules = [r for r in state.rules if r.family == family]
         l3mdev = [r.priority for r in rules if r.l3mdev]
-        main = [r.priority for r in rules if r.table == "main"]
+        # The main table's catch-all rule (the kernel's pref 32766); a narrower one before
+        # the l3mdev rule is a leak of its own (leaks.py).
+        main = [r.priority for r in rules if r.table == "main" and not r.selectors]
         if l3mdev and main and min(l3mdev) > min(main):
             pref = min(l3mdev)
             problems.append(

@@ -697,9 +697,38 @@ def _parse_rules(parser: _Parser, section: _Section) -> list[RuleEntry]:
                 table=None if table is None else str(table),
                 # iproute2 prints the l3mdev rule as `"l3mdev": null` (a flag with no value).
                 l3mdev="l3mdev" in obj and obj.get("l3mdev") is not False,
+                selectors=_rule_selectors(obj),
             )
         )
     return rules
+
+
+# `ip -j rule` keys of what a rule matches on, in `ip rule`'s order, with its words.
+_RULE_MATCHES = (
+    ("tos", "tos"),
+    ("fwmark", "fwmark"),
+    ("iif", "iif"),
+    ("oif", "oif"),
+    ("ipproto", "ipproto"),
+    ("sport", "sport"),
+    ("dport", "dport"),
+)
+
+
+def _rule_selectors(obj: dict[str, Any]) -> tuple[str, ...]:
+    words = ["not"] if obj.get("not") else []
+    for key, word in (("src", "from"), ("dst", "to")):
+        value = obj.get(key)
+        if value not in (None, "all"):
+            length = obj.get(f"{key}len")
+            words.append(f"{word} {value}" + (f"/{length}" if length is not None else ""))
+    for key, word in _RULE_MATCHES:
+        if obj.get(key) not in (None, ""):
+            mask = obj.get("fwmask") if key == "fwmark" else None
+            words.append(f"{word} {obj[key]}" + (f"/{mask}" if mask else ""))
+    if "uid_start" in obj or "uidrange" in obj:
+        words.append(f"uidrange {obj.get('uidrange') or obj.get('uid_start')}")
+    return tuple(words)
 
 
 def _parse_links(

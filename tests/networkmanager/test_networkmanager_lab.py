@@ -207,6 +207,44 @@ def test_our_deploy_on_a_converged_networkmanager_host_changes_nothing(lab: Lab,
     assert results(run) == (0, 0, 1), (run.stdout + run.stderr)[-4000:]
 
 
+def test_paths_between_the_vrf_and_the_rest_are_refused_before_any_change(
+    lab: Lab, host: str
+) -> None:
+    """One leak of each kind, each confirmed by the kernel's own lookup, refuses the host
+    with its key and the command that closes it; closed, the host has nothing to change.
+    The rule matches the service network only, so the controller's ssh still answers."""
+    lab.check(
+        host,
+        "ip route add 192.0.2.200/32 dev eth2 table main && "
+        "ip route add 198.51.100.128/25 dev eth0 table 10 && "
+        "ip rule add pref 500 to 198.51.100.0/24 lookup main",
+    )
+    try:
+        # From outside every VRF into the management network, and from the VRF out of it.
+        assert " dev eth2 " in lab.check(host, "ip route get 192.0.2.200")
+        assert " dev eth0 " in lab.check(host, "ip route get 198.51.100.200 vrf mgmt0")
+        assert " dev eth0 " in lab.check(host, f"ip route get {SVC_GW4} vrf mgmt0")
+        run = converge(lab.fleet_file, [host])
+        out = run.stdout + run.stderr
+        assert run.returncode != 0, out[-4000:]
+        assert "host state does not fit the fleet file, nothing was changed" in out
+        for leak in (
+            "the main table routes 192.0.2.200/32 through eth2, a port of VRF mgmt0, ",
+            "vrfs.mgmt0: table 10 routes 198.51.100.128/25 through eth0, outside VRF mgmt0",
+            "the IPv4 rule at pref 500 (to 198.51.100.0/24 lookup main) comes before the "
+            "l3mdev rule at pref 1000",
+        ):
+            assert f"host {host}: {leak}" in out, out[-4000:]
+    finally:
+        lab.check(
+            host,
+            "ip rule del pref 500; ip route del 198.51.100.128/25 dev eth0 table 10; "
+            "ip route del 192.0.2.200/32 dev eth2 table main",
+        )
+    assert " dev eth2 table 10 " in lab.check(host, f"ip route get {SVC_GW4} vrf mgmt0")
+    assert results(converge(lab.fleet_file, [host])) == (0, 0, 1)
+
+
 def test_state_absent_hands_the_port_back_to_a_plain_profile(
     lab: Lab, host: str, tmp_path: Path
 ) -> None:
