@@ -163,7 +163,7 @@ class UnitState:
 class Kernel:
     """What decides whether VRFs work on this kernel at all; read only where it can fail."""
 
-    # /sys/module/vrf exists: loaded or built in (None: not read)
+    # loaded or built in (/sys/module/vrf, /proc/modules); None: not read
     vrf_module: bool | None = None
     modules_disabled: bool = False  # kernel.modules_disabled = 1: nothing more loads
     # `modprobe -n -v` (a dry run) for the alias the kernel asks for when a VRF device is

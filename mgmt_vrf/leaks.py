@@ -16,7 +16,8 @@ when they appear after it (confirm's verdict).
 
 from __future__ import annotations
 
-from .host_commands import route_match_words
+from .commands import to_shell
+from .host_commands import DeleteRoute
 from .hoststate import LOCAL_TABLE, MAIN_TABLE, HostState, RouteEntry
 from .model import HostSpec
 
@@ -50,8 +51,17 @@ def _through_a_dev(route: RouteEntry) -> bool:
     return route.type == "unicast" and not route.is_default and route.dev is not None
 
 
-def _route_text(route: RouteEntry) -> str:
-    return " ".join(route_match_words(route))
+def _delete(route: RouteEntry) -> str:
+    return to_shell(DeleteRoute(route).argv)
+
+
+def first_prefs(state: HostState, family: int) -> tuple[int | None, int | None]:
+    """Where the l3mdev rule and the main table's catch-all rule (the kernel's pref 32766)
+    come first; a narrower rule for the main table is not the catch-all."""
+    rules = [r for r in state.rules if r.family == family]
+    l3mdev = min((r.priority for r in rules if r.l3mdev), default=None)
+    main = min((r.priority for r in rules if r.table == "main" and not r.selectors), default=None)
+    return l3mdev, main
 
 
 def _main_routes_into_vrfs(state: HostState, ours: set[str]) -> list[str]:
@@ -63,8 +73,8 @@ def _main_routes_into_vrfs(state: HostState, ours: set[str]) -> list[str]:
         where = "VRF " + vrf if route.dev == vrf else f"{route.dev}, a port of VRF {vrf}"
         found.append(
             f"the main table routes {route.dst} through {where}, so programs outside every "
-            f"VRF reach the management network; delete it (`ip -{route.family} route del "
-            f"{_route_text(route)} table main`) or put it in table {state.links[vrf].vrf_table}"
+            f"VRF reach the management network; delete it (`{_delete(route)}`) or put it in "
+            f"table {state.links[vrf].vrf_table}"
         )
     return found
 
@@ -80,8 +90,7 @@ def _vrf_routes_out(state: HostState, ours: set[str]) -> list[str]:
             found.append(
                 f"vrfs.{name}: table {link.vrf_table} routes {route.dst} through {route.dev}, "
                 f"outside VRF {name}, so programs inside the VRF reach that network; delete "
-                f"it (`ip -{route.family} route del {_route_text(route)} table "
-                f"{link.vrf_table}`)"
+                f"it (`{_delete(route)}`)"
             )
     return found
 
@@ -89,15 +98,13 @@ def _vrf_routes_out(state: HostState, ours: set[str]) -> list[str]:
 def _rules_before_l3mdev(state: HostState) -> list[str]:
     found = []
     for family in (4, 6):
-        rules = [r for r in state.rules if r.family == family]
-        l3mdev = min((r.priority for r in rules if r.l3mdev), default=None)
-        main = min(
-            (r.priority for r in rules if r.table == "main" and not r.selectors), default=None
-        )
+        l3mdev, main = first_prefs(state, family)
         if l3mdev is None or (main is not None and main < l3mdev):
             continue  # no VRF yet, or preflight's own refusal: the l3mdev rule moved
-        for rule in rules:
-            if rule.priority >= l3mdev or rule.l3mdev or rule.table in _LOCAL:
+        for rule in state.rules:
+            if rule.family != family or rule.priority >= l3mdev or rule.l3mdev:
+                continue
+            if rule.table in _LOCAL:
                 continue
             matches = " ".join(rule.selectors) or "from all"
             found.append(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from .host_commands import route_match_words
 from .hoststate import HostState, RouteEntry
-from .leaks import leaks
+from .leaks import first_prefs, leaks
 from .model import UNREACHABLE_METRIC, HostSpec
 from .paths import UNIT_NAME
 from .plan import resolve_backend
@@ -154,16 +154,13 @@ def _l3mdev_rule_order(spec: HostSpec, state: HostState, where: str) -> list[str
         return []
     problems = []
     for family in (4, 6):
-        rules = [r for r in state.rules if r.family == family]
-        l3mdev = [r.priority for r in rules if r.l3mdev]
-        # The main table's catch-all rule (the kernel's pref 32766); a narrower one before
-        # the l3mdev rule is a leak of its own (leaks.py).
-        main = [r.priority for r in rules if r.table == "main" and not r.selectors]
-        if l3mdev and main and min(l3mdev) > min(main):
-            pref = min(l3mdev)
+        # Against the main table's catch-all rule: a narrower one before the l3mdev rule is
+        # a leak of its own (leaks.py).
+        pref, main = first_prefs(state, family)
+        if pref is not None and main is not None and pref > main:
             problems.append(
                 f"{where}: the IPv{family} l3mdev rule is at pref {pref}, after the main "
-                f"table's rule at pref {min(main)}: traffic of every VRF would be routed by the "
+                f"table's rule at pref {main}: traffic of every VRF would be routed by the "
                 "main table first. Put it back where the kernel puts it: `ip "
                 f"-{family} rule add pref 1000 l3mdev protocol kernel && ip -{family} rule del "
                 f"pref {pref} l3mdev`"
