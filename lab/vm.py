@@ -279,9 +279,14 @@ def hang_report(run: Path, settle: float = 5) -> str:
     """Has the kernel print its blocked tasks, CPUs and memory to the console (it does so
     even when no process in the VM runs any more), then returns qemu's view and that
     console's end."""
-    answer = monitor(run, "info status", *(f"sendkey alt-sysrq-{key}" for key in HANG_SYSRQ_KEYS))
+    answer = monitor(run, "info status")
     if answer is None:
         return "(qemu's monitor cannot be reached)"
+    for key in HANG_SYSRQ_KEYS:
+        # One key at a time, each after the last one's release (qemu holds a key 100 ms):
+        # sent back to back, a key was lost now and then (no "Show Blocked State").
+        monitor(run, f"sendkey alt-sysrq-{key}")
+        time.sleep(0.3)
     time.sleep(settle)  # the emulated serial console prints slowly
     monitor(run, f"sendkey alt-sysrq-{QUIET_SYSRQ_KEY}")
     return (
