@@ -8,7 +8,7 @@ set -eu
 
 PACKAGES="qemu-system-x86 qemu-utils linux-image-amd64 busybox-static openssh-server openssh-client \
 iproute2 iputils-ping systemd systemd-container dbus nftables socat kmod procps psmisc tcpdump curl \
-shellcheck libglib2.0-0"
+shellcheck libglib2.0-0 dnsmasq-base"
 
 need=""
 for p in $PACKAGES; do
@@ -41,6 +41,8 @@ cleanup() {
 trap cleanup EXIT
 
 export DEBIAN_FRONTEND=noninteractive
+# $need is a list of package names, split into words on purpose.
+# shellcheck disable=SC2086
 if ! $SUDO apt-get install -y --no-install-recommends $need </dev/null; then
     $SUDO apt-get update </dev/null
     $SUDO apt-get install -y --no-install-recommends $need </dev/null

@@ -68,6 +68,11 @@ VRF_NAME = "mgmt0"
 VRF_TABLE = 10
 # Every gateway address answers TCP on this port with one line naming itself.
 GATEWAY_TCP_PORT = 7
+# The service and management gateways are each a nameserver too, reached only through
+# their own segment, and each answers this name with its own addresses: which one a
+# program asked shows which resolver it used.
+DNS_SEGMENTS = ("service", "mgmt")
+DNS_NAME = "where.example.net"
 MAIN_METRIC = 100
 
 

@@ -577,6 +577,38 @@ table inet lab {{
             stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
+    for seg in t.SEGMENTS:
+        if seg.role in t.DNS_SEGMENTS:
+            start_nameserver(gw, seg)
+
+
+def start_nameserver(gw: str, seg: t.Segment) -> None:
+    """dnsmasq on one gateway's addresses, answering only DNS_NAME (with those addresses).
+    bind-dynamic: the segment's link comes and goes with the host's reboots."""
+    subprocess.Popen(
+        [
+            "ip",
+            "netns",
+            "exec",
+            gw,
+            "dnsmasq",
+            "--keep-in-foreground",
+            "--conf-file=/dev/null",
+            "--no-resolv",
+            "--no-hosts",
+            "--bind-dynamic",
+            f"--listen-address={seg.gw4}",
+            f"--listen-address={seg.gw6}",
+            f"--host-record={t.DNS_NAME},{seg.gw4},{seg.gw6}",
+            "--user=root",
+            "--group=root",
+            "--pid-file=",
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
 
 
 def host_network_batch() -> list[str]:
