@@ -732,6 +732,25 @@ def _host_vrfs(raw: Any, interfaces_raw: Any, err: _HostErrors) -> list[Vrf]:
                     )
                 service_owner.setdefault(unit, name)
 
+        nameservers = entry.get("nameservers", ())
+        if nameservers is not INVALID and nameservers and not present:
+            err.add(
+                _join(base, "nameservers"),
+                f'{name} is marked state = "absent", so nothing resolves names inside it; '
+                "remove its nameservers (their resolv.conf goes with the VRF)",
+            )
+        elif nameservers is not INVALID and all_ports_known and routes is not INVALID:
+            for ns in nameservers:
+                problem = _unreachable(ns, gateways[ns.version], route_list, port_entries, name)
+                if problem:
+                    err.add(_join(base, "nameservers"), problem)
+        if entry.get("search") and not nameservers:
+            err.add(
+                _join(base, "search"),
+                f"search domains need nameservers of {name} to ask; add nameservers = "
+                '["ADDRESS"], or remove search to keep the host\'s own resolver',
+            )
+
         if _valid(*entry.values()) and table is not None and all_ports_known:
             result.append(
                 Vrf(
@@ -743,6 +762,8 @@ def _host_vrfs(raw: Any, interfaces_raw: Any, err: _HostErrors) -> list[Vrf]:
                     routes=tuple(route_list),
                     state=cast(State, state),
                     services=tuple(services),
+                    nameservers=tuple(nameservers),
+                    search=tuple(entry.get("search", ())),
                 )
             )
     return result
@@ -798,6 +819,30 @@ def _port_problem(
         return problem
     port_owner[port] = vrf
     return None
+
+
+def _unreachable(
+    address: IPv4Address | IPv6Address,
+    gateway: IPv4Address | IPv6Address | None,
+    routes: Sequence[Route],
+    ports: Sequence[tuple[str, Mapping[str, Any]]],
+    vrf: str,
+) -> str | None:
+    """Why the VRF's table has no path to `address`, or None: its default, a route, or a
+    port's own subnet."""
+    if gateway is not None or any(address in r.to for r in routes):
+        return None
+    for _, entry in ports:
+        own = entry.get(f"ipv{address.version}")
+        if own is INVALID:
+            return None  # reported already
+        if own is not None and address in own.network:
+            return None
+    return (
+        f"nameserver {address} is not reachable inside {vrf}: no gateway{address.version}, no "
+        f"route to it and no port on its subnet; give {vrf} gateway{address.version} or a "
+        "route to it (routes = [{ to = ..., via = ... }])"
+    )
 
 
 def _on_port_segment(
@@ -898,7 +943,7 @@ def _put(data: dict[str, Any], key: str, value: object) -> None:
     if value is None or value == () or value == []:
         return
     if isinstance(value, tuple):
-        value = list(value)
+        value = [item if isinstance(item, (bool, int, str)) else str(item) for item in value]
     elif not isinstance(value, (bool, int, str, list)):
         value = str(value)
     data[key] = value

@@ -124,6 +124,7 @@ _SECONDS = {"type": "integer", "description": "seconds"}
 _HOSTS = {"type": "integer", "description": "hosts"}
 _BOOLEAN = {"type": "boolean"}
 _NAMES = {"type": "array", "items": {"type": "string"}, "uniqueItems": True}
+_NAMESERVERS = {**_NAMES, "minItems": 1, "maxItems": v.MAX_NAMESERVERS}
 
 
 def _choices(choices: tuple[str, ...]) -> dict[str, Any]:
@@ -231,6 +232,12 @@ class VrfKeys(Table):
         "service": "services",
         "units": "services",
         "route_table": "table",
+        "nameserver": "nameservers",
+        "dns": "nameservers",
+        "dns_servers": "nameservers",
+        "domains": "search",
+        "dns_search": "search",
+        "search_domains": "search",
     }
 
     table: Annotated[Any, Rule(v._table, _INTEGER)] = Field(
@@ -253,6 +260,16 @@ class VrfKeys(Table):
     )
     routes: Annotated[list[Annotated[RouteKeys, _KEEP_INVALID]] | None, _KEEP_INVALID] = Field(
         None, description="static routes in the VRF's table"
+    )
+    nameservers: Annotated[Any, Rule(v._nameservers, _NAMESERVERS)] = Field(
+        None,
+        description="what the VRF's services and mgmt-vrf-exec resolve names with (1 to 3)",
+        examples=[["203.0.113.53"]],
+    )
+    search: Annotated[Any, Rule(v._search, _NAMES)] = Field(
+        None,
+        description="search domains for names resolved inside the VRF; needs nameservers",
+        examples=[["mgmt.example.net"]],
     )
 
 

@@ -460,6 +460,71 @@ def _services(value: object) -> tuple[str, ...]:
     )
 
 
+# glibc's resolver reads the first three nameserver lines (MAXNS) and ignores the rest.
+MAX_NAMESERVERS = 3
+_DOMAIN_LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)")
+
+
+def _nameserver_problem(item: str) -> str | None:
+    text = item.strip()
+    if "%" in text:
+        return "has a zone id; give a nameserver by a global address, reached through the VRF"
+    try:
+        addr = ip_address(text)
+    except ValueError:
+        return "is not an IP address (a nameserver is one address, without /prefix or port)"
+    if addr.is_loopback or addr.is_unspecified:
+        return (
+            "is this host itself, which the VRF's programs reach outside the VRF; give the "
+            "address of a nameserver on the management network"
+        )
+    if addr.is_link_local or addr.is_multicast:
+        return "is link-local or multicast; give a nameserver's global address"
+    return None
+
+
+def _nameservers(value: object) -> tuple[IPv4Address | IPv6Address, ...]:
+    names = _names(
+        value,
+        "nameservers",
+        "nameserver addresses",
+        'nameservers are addresses in quotes, e.g. "203.0.113.53"',
+        _nameserver_problem,
+        lambda item: str(ip_address(item.strip())),
+    )
+    if not names:
+        raise _Bad("is empty; list a nameserver, or leave the key out to keep the host's own")
+    if len(names) > MAX_NAMESERVERS:
+        raise _Bad(
+            f"lists {len(names)} nameservers, and the resolver reads only the first "
+            f"{MAX_NAMESERVERS}; keep {MAX_NAMESERVERS} at most"
+        )
+    return tuple(ip_address(n) for n in names)
+
+
+def _domain_problem(item: str) -> str | None:
+    name = item.removesuffix(".")
+    if not name or len(name) > 253:
+        return "is not a domain name (1 to 253 characters)"
+    if not all(_DOMAIN_LABEL.fullmatch(label) for label in name.split(".")):
+        return (
+            "is not a domain name: dot-separated labels of letters, digits, '-' and '_', "
+            'e.g. "mgmt.example.net"'
+        )
+    return None
+
+
+def _search(value: object) -> tuple[str, ...]:
+    return _names(
+        value,
+        "search",
+        "domain names",
+        'search domains are names in quotes, e.g. "mgmt.example.net"',
+        _domain_problem,
+        lambda item: item.removesuffix(".").lower(),
+    )
+
+
 def _group_list(value: object) -> tuple[str, ...]:
     if isinstance(value, str):
         raise _Bad(f"expected an array of group names, write groups = [{_show(value)}]")

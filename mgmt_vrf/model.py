@@ -97,6 +97,10 @@ class Vrf:
     state: State = "present"
     # systemd services (full unit names, "sshd.service") started inside this VRF.
     services: tuple[str, ...] = ()
+    # The resolver of the programs inside this VRF (its services, mgmt-vrf-exec); empty: the
+    # host's own /etc/resolv.conf.
+    nameservers: tuple[IPv4Address | IPv6Address, ...] = ()
+    search: tuple[str, ...] = ()
 
     @property
     def present(self) -> bool:

@@ -17,6 +17,13 @@ SYSTEMD_DIR = "/etc/systemd/system"
 # Last in name order among a unit's drop-ins, so `systemctl edit`'s override.conf cannot
 # undo the ExecStart= that puts the service in its VRF.
 DROPIN_NAME = "zz-mgmt-vrf.conf"
+# Per VRF, what its programs see as /etc/resolv.conf (bind-mounted by mgmt-vrf-exec), like
+# `ip netns exec` does with /etc/netns/NAME/.
+VRF_CONFIG_DIR = "/etc/mgmt-vrf"
+# Mounts the VRFs' resolv.conf again after the host's /etc/resolv.conf is replaced.
+RESOLV_UNIT_NAME = "mgmt-vrf-resolv"
+RESOLV_PATH_UNIT = f"/etc/systemd/system/{RESOLV_UNIT_NAME}.path"
+RESOLV_SERVICE_UNIT = f"/etc/systemd/system/{RESOLV_UNIT_NAME}.service"
 # Backups live outside the profile directories: NetworkManager would load a copy left there.
 BACKUP_DIR = "/var/lib/mgmt-vrf/backup"
 
@@ -35,6 +42,10 @@ def route6(device: str) -> str:
 
 def keyfile(vrf: str) -> str:
     return f"{SYSTEM_CONNECTIONS}/{vrf}.nmconnection"
+
+
+def resolv_conf(vrf: str) -> str:
+    return f"{VRF_CONFIG_DIR}/{vrf}/resolv.conf"
 
 
 def dropin(unit: str) -> str:
@@ -58,9 +69,10 @@ def backup_path(path: str, sha256: str) -> str:
 def managed_paths(spec: HostSpec) -> list[str]:
     """Every file the plan may write or remove on this host, for the combined fact to read."""
     paths = [SYSCTL_DROPIN, CONVERGE_SCRIPT, UNIT, EXEC_WRAPPER]
+    paths += [RESOLV_PATH_UNIT, RESOLV_SERVICE_UNIT]
     paths += [dropin(unit) for unit in spec.service_vrfs]
     for vrf in spec.vrfs:
-        paths.append(keyfile(vrf.name))
+        paths += [keyfile(vrf.name), resolv_conf(vrf.name)]
         for port in vrf.ports:
             paths += [ifcfg(port), route4(port), route6(port)]
     return list(dict.fromkeys(paths))

@@ -190,6 +190,7 @@ def desired_files(
     ports_in_use = {p for vrf in present for p in vrf.ports}
     for vrf in spec.absent_vrfs:
         files[paths.keyfile(vrf.name)] = None
+        files[paths.resolv_conf(vrf.name)] = None
         for port in vrf.ports:
             if port not in ports_in_use:
                 why = f"{port} leaves VRF {vrf.name}: plain profile"
@@ -203,6 +204,11 @@ def desired_files(
             )
         else:
             files[paths.keyfile(vrf.name)] = None
+        files[paths.resolv_conf(vrf.name)] = (
+            (render.resolv_conf(vrf), MODE_CONFIG, f"the resolver of programs inside {vrf.name}")
+            if vrf.nameservers
+            else None
+        )
         for port in vrf.ports:
             why = f"the one profile of {port}, port of VRF {vrf.name}"
             files.update(_port_files(spec, backend, state, port, vrf, why))
@@ -223,10 +229,17 @@ def desired_files(
             MODE_SCRIPT,
             "runs services and commands inside a VRF",
         )
-    else:
+    resolv_units = render.resolv_units(spec)
+    for path in RESOLV_UNITS:
+        text = resolv_units.get(path)
+        files[path] = (text, MODE_CONFIG, "keeps the VRFs' resolv.conf mounted") if text else None
+    if not present:
         for path in (paths.SYSCTL_DROPIN, paths.CONVERGE_SCRIPT, paths.UNIT, paths.EXEC_WRAPPER):
             files[path] = None
     return files
+
+
+RESOLV_UNITS = (paths.RESOLV_PATH_UNIT, paths.RESOLV_SERVICE_UNIT)
 
 
 def _conflicting_profiles(spec: HostSpec, state: HostState, backend: str) -> list[tuple[str, str]]:
@@ -281,7 +294,7 @@ def _file_changes(
             )
         if path.startswith((paths.NETWORK_SCRIPTS, paths.SYSTEM_CONNECTIONS)):
             profiles_changed = True
-        if path in (paths.UNIT, paths.CONVERGE_SCRIPT) or paths.dropin_unit(path):
+        if path in (paths.UNIT, paths.CONVERGE_SCRIPT, *RESOLV_UNITS) or paths.dropin_unit(path):
             units_changed = True
     for path, device in _conflicting_profiles(spec, state, backend):
         known = state.file(path)
@@ -329,6 +342,19 @@ def _service_changes(
     elif not spec.present_vrfs and state.unit_enabled:
         changes.append(
             RunCommand(Run(("rm", "-f", paths.UNIT_WANTS_LINK)), f"{unit} still enabled at boot")
+        )
+    path_unit = state.file(paths.RESOLV_PATH_UNIT)
+    wanted_text = render.resolv_units(spec).get(paths.RESOLV_PATH_UNIT)
+    name = posixpath.basename(paths.RESOLV_PATH_UNIT)
+    if not state.systemd_running:
+        return changes
+    if wanted_text and not (path_unit.exists and path_unit.text == wanted_text):
+        changes.append(
+            RunCommand(Run(("systemctl", "restart", name)), f"{name} watches /etc/resolv.conf")
+        )
+    elif not wanted_text and path_unit.exists:
+        changes.append(
+            RunCommand(Run(("systemctl", "stop", name)), f"{name}: no VRF has nameservers")
         )
     return changes
 
@@ -425,7 +451,9 @@ def _restart_changes(spec: HostSpec, state: HostState, changes: list[Change]) ->
         for c in changes
         if isinstance(c, RunCommand) and isinstance(c.command, CreateVrf)
     }
+    written = {c.path for c in changes if isinstance(c, (WriteFile, RemoveFile))}
+    resolvers = frozenset(v.name for v in spec.present_vrfs if paths.resolv_conf(v.name) in written)
     return [
         RunCommand(RestartUnit(unit), why)
-        for unit, why in services.restarts(spec, state, changed_units, recreated)
+        for unit, why in services.restarts(spec, state, changed_units, recreated, resolvers)
     ]

@@ -395,6 +395,7 @@ UNIT_PROPERTIES = (
     "RestrictAddressFamilies",
     "CapabilityBoundingSet",
     "SystemCallFilter",
+    "RestrictNamespaces",
 )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import posixpath
 import re
 import uuid
 from ipaddress import IPv4Address, IPv6Address
@@ -360,7 +361,13 @@ def converge_script(spec: HostSpec) -> str:
 
 
 def unit(spec: HostSpec) -> str:
-    return _render("mgmt-vrf.service.j2", script=paths.CONVERGE_SCRIPT, vrfs=_vrf_names(spec))
+    resolv_path = posixpath.basename(paths.RESOLV_PATH_UNIT) if _resolvers(spec) else ""
+    return _render(
+        "mgmt-vrf.service.j2",
+        script=paths.CONVERGE_SCRIPT,
+        vrfs=_vrf_names(spec),
+        resolv_path=resolv_path,
+    )
 
 
 def _vrf_names(spec: HostSpec) -> str:
@@ -376,6 +383,34 @@ def exec_wrapper(spec: HostSpec) -> str:
         boot_unit=paths.UNIT_NAME,
         converge=paths.CONVERGE_SCRIPT,
         socket_matching_off=SOCKET_MATCHING_OFF,
+        wrapper=paths.EXEC_WRAPPER,
+        resolvers=_resolvers(spec),
+        resolv_unit=posixpath.basename(paths.RESOLV_PATH_UNIT),
+    )
+
+
+def _resolvers(spec: HostSpec) -> list[tuple[str, str]]:
+    return [(v.name, paths.resolv_conf(v.name)) for v in spec.present_vrfs if v.nameservers]
+
+
+def resolv_units(spec: HostSpec) -> dict[str, str]:
+    """The path unit that keeps the VRFs' resolv.conf mounted and the service it starts, or
+    nothing when no VRF has nameservers."""
+    if not _resolvers(spec):
+        return {}
+    names = ", ".join(v.name for v in spec.present_vrfs if v.nameservers)
+    service = posixpath.basename(paths.RESOLV_SERVICE_UNIT)
+    return {
+        paths.RESOLV_PATH_UNIT: _render("mgmt-vrf-resolv.path.j2", vrfs=names, service=service),
+        paths.RESOLV_SERVICE_UNIT: _render(
+            "mgmt-vrf-resolv.service.j2", vrfs=names, wrapper=paths.EXEC_WRAPPER
+        ),
+    }
+
+
+def resolv_conf(vrf: Vrf) -> str:
+    return _render(
+        "resolv.conf.j2", vrf=vrf.name, nameservers=vrf.nameservers, search=" ".join(vrf.search)
     )
 
 

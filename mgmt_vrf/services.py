@@ -125,6 +125,7 @@ def unit_problems(spec: HostSpec, state: HostState) -> list[str]:
             for w in wants
         ]
     problems = []
+    resolved = {v.name for v in spec.present_vrfs if v.nameservers}
     for w in wants:
         key = f"{where}: vrfs.{w.vrf}.services: {w.unit}"
         unit = state.units.get(w.unit)
@@ -158,6 +159,8 @@ def unit_problems(spec: HostSpec, state: HostState) -> list[str]:
                 "pass through ip vrf exec; start it without '@' in a drop-in of your own"
             )
         problems += _sandbox_problems(key, unit, state.cgroup)
+        if w.vrf in resolved:
+            problems += _resolver_problems(key, unit, w.vrf)
     return problems
 
 
@@ -216,6 +219,30 @@ def _sandbox_problems(key: str, unit: UnitState, cgroup: str | None) -> list[str
     return out
 
 
+def _resolver_problems(key: str, unit: UnitState, vrf: str) -> list[str]:
+    """mgmt-vrf-exec gives the service its VRF's resolv.conf in a mount namespace of its
+    own: unshare and mount must be allowed (sshd keeps the host's resolver)."""
+    if {unit.name, unit.id} & SSH_UNITS:
+        return []
+    props = unit.properties
+    why = (
+        f"VRF {vrf} has nameservers, so mgmt-vrf-exec mounts its resolv.conf in a mount "
+        "namespace of the service's own"
+    )
+    out = []
+    namespaces = props.get("RestrictNamespaces", "no").strip()
+    if namespaces == "yes" or (namespaces not in ("", "no") and not _allows(namespaces, "mnt")):
+        out.append(
+            f"{key}: RestrictNamespaces= forbids mount namespaces; {why}; allow mnt in a "
+            "drop-in of your own (RestrictNamespaces=mnt ...), or remove the VRF's nameservers"
+        )
+    syscalls = props.get("SystemCallFilter", "")
+    blocked = [s for s in ("unshare", "mount") if not _allows(syscalls, s)]
+    if blocked:
+        out.append(f"{key}: SystemCallFilter= blocks {', '.join(blocked)}; {why}")
+    return out
+
+
 def in_vrf(unit: UnitState | None, vrf: str | None) -> bool:
     """Whether a unit is where it should be: a stopped one counts (nothing to move), a
     failed one does not (it must start again, in the right place)."""
@@ -246,7 +273,11 @@ def dropin_files(spec: HostSpec, state: HostState) -> dict[str, tuple[str, str] 
 
 
 def restarts(
-    spec: HostSpec, state: HostState, changed_units: set[str], recreated_vrfs: set[str]
+    spec: HostSpec,
+    state: HostState,
+    changed_units: set[str],
+    recreated_vrfs: set[str],
+    changed_resolvers: frozenset[str] = frozenset(),
 ) -> list[tuple[str, str]]:
     """(unit, why) for every service to restart once the VRFs are in place.
 
@@ -265,6 +296,12 @@ def restarts(
             out.append((unit_name, f"{unit_name} restarts {where} (its drop-in changed)"))
         elif vrf is not None and vrf in recreated_vrfs:
             out.append((unit_name, f"{unit_name} restarts inside VRF {vrf} (VRF recreated)"))
+        elif vrf in changed_resolvers and unit_name not in SSH_UNITS:
+            # mgmt-vrf-exec mounts the VRF's resolv.conf when it starts the service; sshd
+            # keeps the host's (see the wrapper).
+            out.append(
+                (unit_name, f"{unit_name} restarts inside VRF {vrf} (its resolv.conf changed)")
+            )
         elif not in_vrf(unit, vrf):
             now = (
                 unit.active_state if unit.active_state == "failed" else f"in {unit.vrf or 'no VRF'}"

@@ -10,6 +10,7 @@ named by `ip vrf identify`, and come back inside the VRF after a reboot.
 from __future__ import annotations
 
 import os
+import posixpath
 from pathlib import Path
 
 import pytest
@@ -187,4 +188,85 @@ def test_socket_matching_turned_off_refuses_the_services_on_cgroup_v1(
             assert vrf_of(lab, host, unit) == "mgmt0", unit
     finally:
         vm(f"dmesg -C; [ ! -d {net_cls} ] || rmdir {net_cls}")
+    assert results(converge(fleet, [host])) == (0, 0, 1)
+
+
+def dns_fleet(fleet: Path, out: Path, nameservers: bool) -> Path:
+    text = fleet.read_text()
+    vrf = 'ports = ["eth2"]\n'
+    assert vrf in text
+    if nameservers:
+        text = text.replace(vrf, vrf + f'nameservers = ["{MGMT_GW4}"]\nsearch = ["example.net"]\n')
+    out.write_text(text)
+    return out
+
+
+# Outside every VRF: on cgroup v1 an ssh session stays inside sshd's VRF.
+OUTSIDE = "mgmt-vrf-exec default getent ahostsv4 where"
+
+
+def first_v4(answer: str) -> str:
+    """The first address of `getent ahostsv4`."""
+    return answer.split()[0] if answer.strip() else ""
+
+
+def main_pid(lab: Lab, host: str, unit: str) -> str:
+    return lab.check(host, f"systemctl show -p MainPID --value {unit}").strip()
+
+
+def web_resolves(lab: Lab, host: str) -> str:
+    """The lab's name, resolved inside lab-web's own mount namespace and VRF."""
+    pid = main_pid(lab, host, "lab-web.service")
+    return first_v4(lab.check(host, f"nsenter -t {pid} -m ip vrf exec mgmt0 getent ahostsv4 where"))
+
+
+def test_names_resolve_inside_the_vrf_with_its_own_nameservers(
+    lab: Lab, served: tuple[str, Path], tmp_path: Path
+) -> None:
+    """Each side of the host asks its own nameserver: the management gateway's dnsmasq is
+    reached only through the VRF, the service gateway's only through the main table, and
+    each answers the name with its own address. The host's resolv.conf is replaced the way
+    NetworkManager writes it (a new file renamed over the old one), which unmounts the
+    VRF's copy in every namespace: the path unit mounts it again."""
+    host, fleet = served
+    replace_resolv = (
+        f"printf 'search example.net\\nnameserver {SVC_GW4}\\n' > /etc/resolv.conf.lab && "
+        "mv /etc/resolv.conf.lab /etc/resolv.conf"
+    )
+    lab.check(host, replace_resolv)
+    with_dns = dns_fleet(fleet, tmp_path / "dns.toml", nameservers=True)
+    run = converge(with_dns, [host])
+    assert results(run) == (1, 0, 0), (run.stdout + run.stderr)[-4000:]
+    # lab-web starts again with the VRF's resolver; sshd keeps the host's, for its sessions.
+    commands = planned_commands(run, host)
+    assert "$ systemctl restart lab-web.service" in commands
+    assert "$ systemctl restart sshd.service" not in commands
+    assert first_v4(lab.check(host, OUTSIDE)) == SVC_GW4
+    assert first_v4(lab.check(host, "mgmt-vrf-exec getent ahostsv4 where")) == MGMT_GW4
+    assert web_resolves(lab, host) == MGMT_GW4
+    sshd = main_pid(lab, host, "sshd.service")
+    assert f"nameserver {SVC_GW4}" in lab.check(host, f"cat /proc/{sshd}/root/etc/resolv.conf")
+    # The host's resolver replaced under a running service: its copy is mounted again.
+    lab.check(host, replace_resolv)
+    pid = main_pid(lab, host, "lab-web.service")
+    remounted = f"grep -q 'nameserver {MGMT_GW4}' /proc/{pid}/root/etc/resolv.conf"
+    wait = f"for i in $(seq 50); do {remounted} && exit 0; sleep 0.2; done; exit 1"
+    assert lab.ssh(host, wait).returncode == 0
+    journal = lab.check(host, "journalctl -o cat -u mgmt-vrf-resolv.service")
+    assert f"mgmt0: resolv.conf mounted again for process {pid}" in journal, journal
+    assert web_resolves(lab, host) == MGMT_GW4
+    assert first_v4(lab.check(host, OUTSIDE)) == SVC_GW4
+    assert results(converge(with_dns, [host])) == (0, 0, 1)
+    lab.reboot(host)
+    wait_listening(lab, host)
+    assert web_resolves(lab, host) == MGMT_GW4
+    path_unit = posixpath.basename(paths.RESOLV_PATH_UNIT)
+    assert lab.check(host, f"systemctl is-active {path_unit}").strip() == "active"
+    # Without nameservers: their files go, and lab-web resolves with the host's again.
+    run = converge(fleet, [host])
+    assert results(run) == (1, 0, 0), (run.stdout + run.stderr)[-4000:]
+    gone = lab.ssh(host, f"ls {paths.resolv_conf('mgmt0')} {paths.RESOLV_PATH_UNIT}")
+    assert gone.returncode != 0
+    pid = main_pid(lab, host, "lab-web.service")
+    assert f"nameserver {SVC_GW4}" in lab.check(host, f"cat /proc/{pid}/root/etc/resolv.conf")
     assert results(converge(fleet, [host])) == (0, 0, 1)

@@ -95,8 +95,9 @@ def test_golden_scripts_pass_shellcheck() -> None:
         if golden.is_file()
         and is_shell_read("/" + str(golden.relative_to(GOLDEN)).split("/", 1)[1])
     }
-    # converge and exec for each backend, and the network-scripts' ifcfg-eth2
-    assert len(files) == 5
+    # converge and exec for each backend, the network-scripts' ifcfg-eth2, and the exec
+    # wrapper of a VRF with nameservers (golden/dns)
+    assert len(files) == 6
     assert shellcheck(files) == ""
 
 
