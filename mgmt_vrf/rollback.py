@@ -12,6 +12,7 @@ No pyinfra import: mgmt_vrf/pyinfra/operations.py ships these scripts, tests rea
 
 from __future__ import annotations
 
+import posixpath
 from collections.abc import Iterable
 
 from . import paths
@@ -115,6 +116,10 @@ def _file_lines(spec: HostSpec, before: HostState, plan: Plan) -> list[str]:
         lines.append(f"rm -f {_q(paths.UNIT_WANTS_LINK)}")
     if before.systemd_running:
         lines.append("systemctl daemon-reload")
+        if paths.RESOLV_PATH_UNIT in touched_paths(plan):
+            # As it was: watching with the old file, or not at all.
+            action = "restart" if before.file(paths.RESOLV_PATH_UNIT).exists else "stop"
+            lines.append(f"systemctl {action} {_q(posixpath.basename(paths.RESOLV_PATH_UNIT))}")
     if before.network_manager.running:
         lines.append("nmcli connection reload")
     return lines

@@ -16,6 +16,7 @@ from mgmt_vrf.fleet_file import FleetError, parse_fleet, spec_from_data, spec_to
 from mgmt_vrf.hoststate import FileState, HostState
 from mgmt_vrf.model import HostSpec
 from mgmt_vrf.plan import RemoveFile, WriteFile, desired_files, plan
+from mgmt_vrf.rollback import rollback_script
 from mgmt_vrf.services import unit_problems
 
 from .builders import converged_state, seed_spec, summary
@@ -268,3 +269,15 @@ def test_a_sandbox_without_mount_namespaces_is_refused_for_a_vrf_with_nameserver
     state = host(converged_state(), app(properties=props), files={"/etc/app.service": APP_UNIT})
     assert unit_problems(spec, state) == []
     assert unit_problems(replace(spec, vrfs=(replace(spec.vrfs[0], nameservers=()),)), state) == []
+
+
+def test_a_rollback_leaves_the_watch_as_it_was() -> None:
+    spec = dns_spec("app.service")
+    before = _state()
+    script = rollback_script(spec, before, plan(spec, before))
+    assert f"systemctl stop {PATH_UNIT}" in script.splitlines()
+    # Watching before the nameservers were removed: watching again with the restored file.
+    changed = replace(spec, vrfs=(replace(spec.vrfs[0], nameservers=(), search=()),))
+    before = applied(before, spec)
+    script = rollback_script(changed, before, plan(changed, before))
+    assert f"systemctl restart {PATH_UNIT}" in script.splitlines()
