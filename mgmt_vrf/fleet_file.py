@@ -401,49 +401,66 @@ def _check_distinct_machines(specs: Sequence[HostSpec], errors: _Errors) -> None
 # Merging and the checks that need the whole host.
 
 
-def _merge(
-    layers: Sequence[tuple[str | None, Mapping[str, Any]]],
-) -> tuple[dict[str, Any], dict[str, str | None]]:
-    """Merge layers, lowest first; also return where each leaf came from (None = the host)."""
+def _merge(layers: Sequence[tuple[str | None, Mapping[str, Any]]]) -> dict[str, Any]:
+    """Merge layers, lowest first: a named table's keys one by one, any other key whole."""
     merged: dict[str, Any] = {}
-    origin: dict[str, str | None] = {}
-    for source, layer in layers:
+    for _, layer in layers:
         for key, value in layer.items():
             if key in ("interfaces", "vrfs") and isinstance(value, dict):
                 target = merged.get(key)
                 if not isinstance(target, dict):
                     target = merged[key] = {}
                 for name, entry in value.items():
-                    base = _join(key, _key(name))
                     if isinstance(entry, dict):
                         current = target.get(name)
                         if not isinstance(current, dict):
                             current = target[name] = {}
-                        for sub, sub_value in entry.items():
-                            current[sub] = sub_value
-                            origin[_join(base, sub)] = source
+                        current.update(entry)
                     else:
                         target[name] = entry
-                        origin[base] = source
             else:
                 merged[key] = value
+    return merged
+
+
+def _origins(layers: Sequence[tuple[str | None, Mapping[str, Any]]]) -> dict[str, str | None]:
+    """Where each leaf of the merge came from (None = the host), by the same rules."""
+    origin: dict[str, str | None] = {}
+    for source, layer in layers:
+        for key, value in layer.items():
+            if key in ("interfaces", "vrfs") and isinstance(value, dict):
+                for name, entry in value.items():
+                    base = _join(key, _key(name))
+                    for sub in entry if isinstance(entry, dict) else ():
+                        origin[_join(base, sub)] = source
+                    if not isinstance(entry, dict):
+                        origin[base] = source
+            else:
                 origin[key] = source
-    return merged, origin
+    return origin
 
 
 class _HostErrors:
-    """Errors about one merged host, saying which layer set the value when it was not the host."""
+    """Errors about one merged host, saying which layer set the value when it was not the host.
+    Where each value came from is worked out at the first error: most hosts have none."""
 
     def __init__(
-        self, errors: _Errors, host: str, where: str, origin: Mapping[str, str | None]
+        self,
+        errors: _Errors,
+        host: str,
+        where: str,
+        layers: Sequence[tuple[str | None, Mapping[str, Any]]],
     ) -> None:
         self.errors = errors
         self.host = host
         self.where = where
-        self.origin = origin
+        self.layers = layers
+        self.origin: dict[str, str | None] | None = None
         self.count = 0
 
     def add(self, path: str, problem: str) -> None:
+        if self.origin is None:
+            self.origin = _origins(self.layers)
         source = self.origin.get(path)
         if source is None and "[" in path:
             source = self.origin.get(path.split("[", 1)[0])
@@ -463,8 +480,8 @@ def _build_host(
     errors: _Errors,
 ) -> HostSpec | None:
     before = len(errors.messages)
-    merged, origin = _merge(layers)
-    err = _HostErrors(errors, name, where, origin)
+    merged = _merge(layers)
+    err = _HostErrors(errors, name, where, layers)
 
     address = merged.get("ssh_address")
     if address is None:
@@ -529,13 +546,14 @@ def _host_interfaces(raw: Any, vrfs_raw: Any, err: _HostErrors) -> dict[str, Int
             address = entry.get(addr_key)
             if address is None or address is INVALID:
                 continue
-            if address.ip in address_owner:
+            ip = address.ip  # a new object at each access
+            if ip in address_owner:
                 err.add(
                     _join(base, addr_key),
-                    f"{address.ip} is also the address of {address_owner[address.ip]}; one "
+                    f"{ip} is also the address of {address_owner[ip]}; one "
                     "address belongs to one interface (replies would leave by either)",
                 )
-            address_owner.setdefault(address.ip, name)
+            address_owner.setdefault(ip, name)
         gateways_ok = True
         for version in (4, 6):
             gw_key, addr_key = f"gateway{version}", f"ipv{version}"

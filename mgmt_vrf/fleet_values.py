@@ -20,6 +20,7 @@ from ipaddress import (
     ip_network,
 )
 from pathlib import Path
+from socket import AF_INET, AF_INET6, inet_pton
 from typing import Any
 
 from .model import (
@@ -84,7 +85,7 @@ def _key(name: str) -> str:
 
 
 def _join(*parts: str) -> str:
-    return ".".join(p for p in parts if p)
+    return ".".join(filter(None, parts))
 
 
 # Value checkers: each returns the typed value or raises _Bad with the problem.
@@ -318,13 +319,20 @@ def _no_zone(text: str) -> None:
 
 def _address_of(text: str, version: int, other_key: str) -> IPv4Address | IPv6Address:
     _no_zone(text)
+    # inet_pton first, as `ip` and the kernel's other tools read addresses: a big fleet file
+    # has tens of thousands of them, and ipaddress parses text in Python (ip_address() even
+    # tries IPv4, and raises, before each IPv6 address). The messages come from ipaddress.
+    try:
+        packed = inet_pton(AF_INET if version == 4 else AF_INET6, text)
+    except OSError:
+        pass
+    else:
+        return IPv4Address(packed) if version == 4 else IPv6Address(packed)
     try:
         addr = ip_address(text)
     except ValueError:
         raise _Bad(f"{_show(text)} is not a valid IPv{version} address") from None
-    if addr.version != version:
-        raise _Bad(f"{_show(text)} is an IPv{addr.version} address; put it under {other_key}")
-    return addr
+    raise _Bad(f"{_show(text)} is an IPv{addr.version} address; put it under {other_key}")
 
 
 def _interface_address(version: int) -> Callable[[object], IPv4Interface | IPv6Interface]:
@@ -336,18 +344,15 @@ def _interface_address(version: int) -> Callable[[object], IPv4Interface | IPv6I
         # The address first: an IPv6 address under ipv4 is a misplaced line, not a bad prefix.
         addr = _address_of(text.partition("/")[0], version, other)
         prefix = _prefix_of(text, version)
-        iface = IPv4Interface((addr, prefix)) if version == 4 else IPv6Interface((addr, prefix))
-        if version == 4 and prefix <= 30:
-            if iface.ip == iface.network.network_address:
-                raise _Bad(
-                    f"{text}: {iface.ip} is the network address of {iface.network}, "
-                    "not a host address"
-                )
-            if iface.ip == iface.network.broadcast_address:
-                raise _Bad(
-                    f"{text}: {iface.ip} is the broadcast address of {iface.network}, "
-                    "not a host address"
-                )
+        # From the integer: given an address object, ipaddress parses its text again, twice.
+        packed = (int(addr), prefix)
+        iface = IPv4Interface(packed) if version == 4 else IPv6Interface(packed)
+        host_bits = (1 << (32 - prefix)) - 1 if version == 4 and prefix <= 30 else 0
+        if host_bits and int(addr) & host_bits in (0, host_bits):
+            what = "network" if int(addr) & host_bits == 0 else "broadcast"
+            raise _Bad(
+                f"{text}: {addr} is the {what} address of {iface.network}, not a host address"
+            )
         return iface
 
     return check
