@@ -642,6 +642,15 @@ def _gateway_problem(
     return None
 
 
+# Keys that only a present VRF can have, and why, said when an absent one has them.
+_PRESENT_ONLY = {
+    "services": "nothing runs inside it; remove its services list (their drop-ins go with "
+    "the VRF) or list them under a present VRF",
+    "nameservers": "nothing resolves names inside it; remove its nameservers (their "
+    "resolv.conf goes with the VRF)",
+}
+
+
 def _host_vrfs(raw: Any, interfaces_raw: Any, err: _HostErrors) -> list[Vrf]:
     if not isinstance(raw, dict):
         return []
@@ -733,13 +742,11 @@ def _host_vrfs(raw: Any, interfaces_raw: Any, err: _HostErrors) -> list[Vrf]:
                         )
                 route_list.append(route)
 
+        for key, why in _PRESENT_ONLY.items():
+            value = entry.get(key)
+            if value and value is not INVALID and not present:
+                err.add(_join(base, key), f'{name} is marked state = "absent", so {why}')
         services = entry.get("services", ())
-        if services and services is not INVALID and not present:
-            err.add(
-                _join(base, "services"),
-                f'{name} is marked state = "absent", so nothing runs inside it; remove its '
-                "services list (their drop-ins go with the VRF) or list them under a present VRF",
-            )
         if services is not INVALID and present:
             for unit in services:
                 if unit in service_owner:
@@ -751,18 +758,13 @@ def _host_vrfs(raw: Any, interfaces_raw: Any, err: _HostErrors) -> list[Vrf]:
                 service_owner.setdefault(unit, name)
 
         nameservers = entry.get("nameservers", ())
-        if nameservers is not INVALID and nameservers and not present:
-            err.add(
-                _join(base, "nameservers"),
-                f'{name} is marked state = "absent", so nothing resolves names inside it; '
-                "remove its nameservers (their resolv.conf goes with the VRF)",
-            )
-        elif nameservers is not INVALID and all_ports_known and routes is not INVALID:
+        if present and nameservers is not INVALID and all_ports_known and routes is not INVALID:
             for ns in nameservers:
                 problem = _unreachable(ns, gateways[ns.version], route_list, port_entries, name)
                 if problem:
                     err.add(_join(base, "nameservers"), problem)
-        if entry.get("search") and not nameservers:
+        search = entry.get("search")
+        if search and search is not INVALID and not nameservers:
             err.add(
                 _join(base, "search"),
                 f"search domains need nameservers of {name} to ask; add nameservers = "
@@ -781,7 +783,7 @@ def _host_vrfs(raw: Any, interfaces_raw: Any, err: _HostErrors) -> list[Vrf]:
                     state=cast(State, state),
                     services=tuple(services),
                     nameservers=tuple(nameservers),
-                    search=tuple(entry.get("search", ())),
+                    search=tuple(search or ()),
                 )
             )
     return result

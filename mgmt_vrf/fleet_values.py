@@ -485,6 +485,10 @@ def _nameserver_problem(item: str) -> str | None:
         )
     if addr.is_link_local or addr.is_multicast:
         return "is link-local or multicast; give a nameserver's global address"
+    if isinstance(addr, IPv6Address) and addr.ipv4_mapped:
+        return f"is an IPv4 address written as IPv6; write it as {addr.ipv4_mapped}"
+    if addr.is_reserved:
+        return "is a reserved address, where no nameserver can be"
     return None
 
 

@@ -78,12 +78,21 @@ def managed_paths(spec: HostSpec) -> list[str]:
     return list(dict.fromkeys(paths))
 
 
+def resolv_watch(spec: HostSpec) -> list[str]:
+    """The path unit that keeps the VRFs' resolv.conf mounted, when a VRF has nameservers."""
+    return (
+        [RESOLV_PATH_UNIT.rpartition("/")[2]]
+        if any(v.nameservers for v in spec.present_vrfs)
+        else []
+    )
+
+
 def probe_arguments(spec: HostSpec) -> dict[str, list[str]]:
     """The combined fact's arguments for this host: its files, ports and services."""
     return {
         "paths": managed_paths(spec),
         "ports": sorted({port for vrf in spec.vrfs for port in vrf.ports}),
-        "units": sorted(spec.service_vrfs),
+        "units": sorted(spec.service_vrfs) + resolv_watch(spec),
     }
 
 

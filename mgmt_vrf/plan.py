@@ -240,6 +240,7 @@ def desired_files(
 
 
 RESOLV_UNITS = (paths.RESOLV_PATH_UNIT, paths.RESOLV_SERVICE_UNIT)
+RESOLV_WATCH = posixpath.basename(paths.RESOLV_PATH_UNIT)
 
 
 def _conflicting_profiles(spec: HostSpec, state: HostState, backend: str) -> list[tuple[str, str]]:
@@ -319,8 +320,16 @@ def _file_changes(
     return changes, profiles_changed, units_changed
 
 
+def _written(changes: list[Change]) -> set[str]:
+    return {c.path for c in changes if isinstance(c, (WriteFile, RemoveFile))}
+
+
 def _service_changes(
-    spec: HostSpec, state: HostState, profiles_changed: bool, units_changed: bool
+    spec: HostSpec,
+    state: HostState,
+    profiles_changed: bool,
+    units_changed: bool,
+    written: set[str],
 ) -> list[Change]:
     changes: list[Change] = []
     if profiles_changed and state.network_manager.running:
@@ -343,20 +352,26 @@ def _service_changes(
         changes.append(
             RunCommand(Run(("rm", "-f", paths.UNIT_WANTS_LINK)), f"{unit} still enabled at boot")
         )
-    path_unit = state.file(paths.RESOLV_PATH_UNIT)
-    wanted_text = render.resolv_units(spec).get(paths.RESOLV_PATH_UNIT)
-    name = posixpath.basename(paths.RESOLV_PATH_UNIT)
-    if not state.systemd_running:
-        return changes
-    if wanted_text and not (path_unit.exists and path_unit.text == wanted_text):
-        changes.append(
-            RunCommand(Run(("systemctl", "restart", name)), f"{name} watches /etc/resolv.conf")
-        )
-    elif not wanted_text and path_unit.exists:
-        changes.append(
-            RunCommand(Run(("systemctl", "stop", name)), f"{name}: no VRF has nameservers")
-        )
+    if state.systemd_running:
+        changes += _resolv_watch_changes(spec, state, written)
     return changes
+
+
+def _resolv_watch_changes(spec: HostSpec, state: HostState, written: set[str]) -> list[Change]:
+    """Start the watch when its unit is new, changed or not running; stop it when it goes."""
+    if not paths.resolv_watch(spec):
+        if state.file(paths.RESOLV_PATH_UNIT).exists:
+            return [RunCommand(Run(("systemctl", "stop", RESOLV_WATCH)), "no VRF has nameservers")]
+        return []
+    watch = state.units.get(RESOLV_WATCH)
+    if paths.RESOLV_PATH_UNIT in written:
+        why = "it watches /etc/resolv.conf for the VRFs' programs"
+    elif watch is None or watch.active_state != "active":
+        now = watch.active_state if watch is not None else "not described"
+        why = f"it is {now}, so nothing mounts the VRFs' resolv.conf again"
+    else:
+        return []
+    return [RunCommand(Run(("systemctl", "restart", RESOLV_WATCH)), f"{RESOLV_WATCH}: {why}")]
 
 
 def _step_changes(steps: list[Step], state: HostState, guarded: bool = False) -> list[Change]:
@@ -411,7 +426,7 @@ def plan(spec: HostSpec, state: HostState) -> Plan:
     changes: list[Change] = []
     changes += _step_changes(sysctl_steps, state)
     changes += files
-    changes += _service_changes(spec, state, profiles_changed, units_changed)
+    changes += _service_changes(spec, state, profiles_changed, units_changed, _written(files))
     # A renamed VRF goes first, so its successor can take its port and table; what follows
     # is planned from the state that teardown leaves.
     replaced = replaced_vrfs(spec)
@@ -451,7 +466,7 @@ def _restart_changes(spec: HostSpec, state: HostState, changes: list[Change]) ->
         for c in changes
         if isinstance(c, RunCommand) and isinstance(c.command, CreateVrf)
     }
-    written = {c.path for c in changes if isinstance(c, (WriteFile, RemoveFile))}
+    written = _written(changes)
     resolvers = frozenset(v.name for v in spec.present_vrfs if paths.resolv_conf(v.name) in written)
     return [
         RunCommand(RestartUnit(unit), why)

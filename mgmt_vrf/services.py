@@ -92,9 +92,14 @@ def _split_prefix(command: str) -> tuple[str, str]:
     return command[:i], command[i:].lstrip()
 
 
+def is_sshd(unit: UnitState) -> bool:
+    """sshd, by the name it was listed with or systemd's own (ssh.service is an alias)."""
+    return bool({unit.name, unit.id} & SSH_UNITS)
+
+
 def wrap(command: str, vrf: str, unit: UnitState) -> str:
     prefix, rest = _split_prefix(command)
-    flag = "--outside-if-missing " if {unit.name, unit.id} & SSH_UNITS else ""
+    flag = "--outside-if-missing " if is_sshd(unit) else ""
     return f"{prefix}{paths.EXEC_WRAPPER} {flag}{vrf} {rest}"
 
 
@@ -222,7 +227,7 @@ def _sandbox_problems(key: str, unit: UnitState, cgroup: str | None) -> list[str
 def _resolver_problems(key: str, unit: UnitState, vrf: str) -> list[str]:
     """mgmt-vrf-exec gives the service its VRF's resolv.conf in a mount namespace of its
     own: unshare and mount must be allowed (sshd keeps the host's resolver)."""
-    if {unit.name, unit.id} & SSH_UNITS:
+    if is_sshd(unit):
         return []
     props = unit.properties
     why = (
@@ -296,7 +301,7 @@ def restarts(
             out.append((unit_name, f"{unit_name} restarts {where} (its drop-in changed)"))
         elif vrf is not None and vrf in recreated_vrfs:
             out.append((unit_name, f"{unit_name} restarts inside VRF {vrf} (VRF recreated)"))
-        elif vrf in changed_resolvers and unit_name not in SSH_UNITS:
+        elif vrf in changed_resolvers and not is_sshd(unit):
             # mgmt-vrf-exec mounts the VRF's resolv.conf when it starts the service; sshd
             # keeps the host's (see the wrapper).
             out.append(

@@ -246,6 +246,11 @@ def test_names_resolve_inside_the_vrf_with_its_own_nameservers(
     assert web_resolves(lab, host) == MGMT_GW4
     sshd = main_pid(lab, host, "sshd.service")
     assert f"nameserver {SVC_GW4}" in lab.check(host, f"cat /proc/{sshd}/root/etc/resolv.conf")
+    # From inside lab-web's namespace, `default` goes back to the host's resolver.
+    pid = main_pid(lab, host, "lab-web.service")
+    inside = f"nsenter -t {pid} -m mgmt-vrf-exec"
+    assert first_v4(lab.check(host, f"{inside} default getent ahostsv4 where")) == SVC_GW4
+    assert first_v4(lab.check(host, f"{inside} mgmt0 getent ahostsv4 where")) == MGMT_GW4
     # The host's resolver replaced under a running service: its copy is mounted again.
     lab.check(host, replace_resolv)
     pid = main_pid(lab, host, "lab-web.service")

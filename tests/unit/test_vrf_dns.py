@@ -13,7 +13,7 @@ import pytest
 
 from mgmt_vrf import paths, render
 from mgmt_vrf.fleet_file import FleetError, parse_fleet, spec_from_data, spec_to_data
-from mgmt_vrf.hoststate import FileState, HostState
+from mgmt_vrf.hoststate import FileState, HostState, UnitState
 from mgmt_vrf.model import HostSpec
 from mgmt_vrf.plan import RemoveFile, WriteFile, desired_files, plan
 from mgmt_vrf.rollback import rollback_script
@@ -106,6 +106,12 @@ NS = "vrfs.mgmt0.nameservers: "
         ('nameservers = ["fe80::1"]', NS + '"fe80::1" is link-local or multicast'),
         ('nameservers = ["fe80::1%eth2"]', NS + '"fe80::1%eth2" has a zone id'),
         ('nameservers = ["203.0.113.53/32"]', NS + '"203.0.113.53/32" is not an IP address'),
+        ('nameservers = ["255.255.255.255"]', NS + '"255.255.255.255" is a reserved address'),
+        (
+            'nameservers = ["::ffff:203.0.113.53"]',
+            NS + '"::ffff:203.0.113.53" is an IPv4 address written as IPv6; write it as '
+            "203.0.113.53",
+        ),
         (
             "nameservers = [53]",
             NS + "item 0 is the integer 53; nameservers are addresses in quotes",
@@ -138,6 +144,15 @@ def test_each_mistake_is_named_with_host_and_key(lines: str, message: str) -> No
     with pytest.raises(FleetError) as caught:
         parse_fleet(FLEET + lines + "\n")
     assert f"host h1: {message}" in str(caught.value), str(caught.value)
+
+
+def test_a_bad_search_list_is_one_problem_not_two() -> None:
+    with pytest.raises(FleetError) as caught:
+        parse_fleet(FLEET + 'search = "example.net"\n')
+    assert caught.value.messages == (
+        "fleet.toml: host h1: vrfs.mgmt0.search: expected an array of domain names, write "
+        'search = ["example.net"]',
+    )
 
 
 def test_a_nameserver_on_a_port_subnet_or_behind_a_route_needs_no_gateway() -> None:
@@ -202,13 +217,28 @@ def test_without_nameservers_nothing_of_this_is_rendered() -> None:
     assert PATH_UNIT not in render.unit(seed_spec())
 
 
-def test_remount_with_no_vrf_on_this_machine_does_nothing(tmp_path: Path) -> None:
+def _wrapper(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     script = tmp_path / "mgmt-vrf-exec"
     script.write_text(render.exec_wrapper(dns_spec()))
-    run = subprocess.run(
-        ["sh", str(script), "--remount-resolv"], capture_output=True, text=True, timeout=30
-    )
+    return subprocess.run(["sh", str(script), *args], capture_output=True, text=True, timeout=30)
+
+
+def test_remount_with_no_vrf_on_this_machine_does_nothing(tmp_path: Path) -> None:
+    run = _wrapper(tmp_path, "--remount-resolv")
     assert (run.returncode, run.stdout) == (0, "")
+
+
+def test_the_second_stage_refuses_to_run_in_the_hosts_own_namespace(tmp_path: Path) -> None:
+    """By hand it would mount the VRF's file over the host's /etc/resolv.conf itself."""
+    ns = os.readlink("/proc/self/ns/mnt")  # the wrapper's own: what a caller by hand has
+    for args in (
+        ("--resolv", ns, "mgmt0", "/nonexistent", "true"),
+        ("--resolv", "", "mgmt0", "/nonexistent", "true"),
+        ("--resolv", "mgmt0", "/nonexistent", "true"),
+    ):
+        run = _wrapper(tmp_path, *args)
+        assert run.returncode == 2, run
+        assert "--resolv is the second stage of mgmt-vrf-exec" in run.stderr
 
 
 # --- the plan --------------------------------------------------------------------------------
@@ -235,14 +265,25 @@ def test_nameservers_write_their_files_start_the_watch_and_restart_the_vrf_servi
     assert modes[paths.resolv_conf("mgmt0")] == "0644"
 
 
-def test_the_second_run_changes_nothing() -> None:
+WATCHING = UnitState(PATH_UNIT, PATH_UNIT, load_state="loaded", active_state="active")
+
+
+def test_the_second_run_changes_nothing_and_a_stopped_watch_starts_again() -> None:
     spec = dns_spec("sshd.service", "app.service")
     state = applied(_state(), spec)
     units = {
         name: replace(unit, cgroup=f"/system.slice/{name}/vrf/mgmt0")
         for name, unit in state.units.items()
     }
-    assert plan(spec, replace(state, units=units)).converged
+    assert plan(spec, replace(state, units={**units, PATH_UNIT: WATCHING})).converged
+    # Failed (a start limit hit) or stopped by hand: started again, nothing else.
+    failed = replace(WATCHING, active_state="failed")
+    result = plan(spec, replace(state, units={**units, PATH_UNIT: failed}))
+    assert summary(result) == [f"systemctl restart {PATH_UNIT}"]
+    assert "it is failed, so nothing mounts the VRFs' resolv.conf again" in result.changes[0].why
+    # The probe describes the watch whenever a VRF has nameservers.
+    assert PATH_UNIT in paths.probe_arguments(spec)["units"]
+    assert PATH_UNIT not in paths.probe_arguments(seed_spec())["units"]
 
 
 def test_removing_the_nameservers_removes_their_files_and_stops_the_watch() -> None:
