@@ -64,7 +64,12 @@ class Rule:
         return core_schema.with_info_plain_validator_function(self.validate)
 
     def __get_pydantic_json_schema__(self, schema: Any, handler: GetJsonSchemaHandler) -> Any:
-        return dict(self.schema)
+        out = dict(self.schema)
+        if isinstance(self.check, v.Ranged):
+            out |= {"minimum": self.check.low, "maximum": self.check.high}
+            if self.check.excluded:
+                out["not"] = {"enum": list(self.check.excluded)}
+        return out
 
     def checker(self, info: ValidationInfo) -> Checker:
         return self.check

@@ -9,6 +9,7 @@ import json
 import os
 import re
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from ipaddress import (
     IPv4Address,
     IPv4Interface,
@@ -125,14 +126,28 @@ def _integer(value: object, what: str = "an integer") -> int:
     return value
 
 
-def _seconds(low: int, high: int, why: str) -> Checker:
+@dataclass(frozen=True)
+class Ranged:
+    """A checker of an integer key and the range it allows, declared once: the checker
+    enforces it, the JSON Schema states it (minimum, maximum, and the values left out)."""
+
+    check: Callable[[object], int]
+    low: int
+    high: int
+    excluded: tuple[int, ...] = ()
+
+    def __call__(self, value: object) -> int:
+        return self.check(value)
+
+
+def _seconds(low: int, high: int, why: str) -> Ranged:
     def check(value: object) -> int:
         seconds = _integer(value, "a number of seconds")
         if not low <= seconds <= high:
             raise _Bad(f"{seconds} is outside {low}..{high} seconds; {why}")
         return seconds
 
-    return check
+    return Ranged(check, low, high)
 
 
 _rollback_timeout = _seconds(
@@ -147,14 +162,14 @@ _apply_timeout = _seconds(
 )
 
 
-def _host_count(low: int, why: str) -> Checker:
+def _host_count(low: int, why: str) -> Ranged:
     def check(value: object) -> int:
         hosts = _integer(value, "a number of hosts")
         if not low <= hosts <= MAX_CHANGES_AT_ONCE:
             raise _Bad(f"{hosts} is outside {low}..{MAX_CHANGES_AT_ONCE} hosts; {why}")
         return hosts
 
-    return check
+    return Ranged(check, low, MAX_CHANGES_AT_ONCE)
 
 
 _changes_at_once = _host_count(
@@ -239,14 +254,17 @@ def _ssh_address(value: object) -> str:
     return text
 
 
-def _ssh_port(value: object) -> int:
+def _check_ssh_port(value: object) -> int:
     port = _integer(value, "a port number")
     if not 1 <= port <= 65535:
         raise _Bad(f"{port} is not a TCP port; use 1-65535")
     return port
 
 
-def _table(value: object) -> int:
+_ssh_port = Ranged(_check_ssh_port, 1, 65535)
+
+
+def _check_table(value: object) -> int:
     table = _integer(value, "a routing table number")
     if table in RESERVED_TABLES:
         names = ", ".join(f"{n} {name}" for n, name in RESERVED_TABLES.items())
@@ -256,6 +274,9 @@ def _table(value: object) -> int:
     if not 1 <= table <= TABLE_MAX:
         raise _Bad(f"{table} is out of range; {TABLE_HINT}")
     return table
+
+
+_table = Ranged(_check_table, 1, TABLE_MAX, tuple(RESERVED_TABLES))
 
 
 def _ifname_problem(name: str) -> str | None:

@@ -78,6 +78,31 @@ def test_the_json_schema_accepts_the_example_and_names_a_misspelt_key(tmp_path: 
         jsonschema.validate(example, schema)
 
 
+def test_the_json_schema_states_the_ranges_the_checks_enforce() -> None:
+    schema = json_schema()
+    defs = schema["$defs"]
+    table = defs["VrfKeys"]["properties"]["table"]
+    assert (table["minimum"], table["maximum"]) == (1, 2**32 - 1)
+    assert table["not"] == {"enum": [253, 254, 255]}
+    host = defs["HostKeys"]["properties"]
+    assert (host["ssh_port"]["minimum"], host["ssh_port"]["maximum"]) == (1, 65535)
+    assert (host["rollback_timeout"]["minimum"], host["rollback_timeout"]["maximum"]) == (15, 3600)
+    assert defs["VrfKeys"]["properties"]["nameservers"]["maxItems"] == 3
+    example = tomli.loads(EXAMPLE.read_text())
+    alma = example["hosts"]["alma87"]
+    for key, value in (("ssh_port", 0), ("rollback_timeout", 5), ("changes_at_once", 0)):
+        wrong = {**example, "hosts": {"alma87": {**alma, key: value}}}
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(wrong, schema)
+        # The deploy's own check says the same.
+        _, problems = check_table(HostKeys, {key: value})
+        assert [path for path, _ in problems] == [key]
+    vrf = {**alma["vrfs"]["mgmt0"], "table": 254}
+    wrong = {**example, "hosts": {"alma87": {**alma, "vrfs": {"mgmt0": vrf}}}}
+    with pytest.raises(jsonschema.ValidationError, match="254"):
+        jsonschema.validate(wrong, schema)
+
+
 def test_problems_come_in_the_order_the_table_writes_them() -> None:
     raw = {
         "vrfs": {"mgmt0": {"table": 254, "ports": "eth2"}},
