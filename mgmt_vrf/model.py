@@ -149,6 +149,11 @@ class HostSpec:
         return tuple(v for v in self.vrfs if v.present)
 
     @property
+    def resolved_vrfs(self) -> tuple[Vrf, ...]:
+        """The present VRFs with nameservers of their own (a resolv.conf of their own)."""
+        return tuple(v for v in self.present_vrfs if v.nameservers)
+
+    @property
     def absent_vrfs(self) -> tuple[Vrf, ...]:
         return tuple(v for v in self.vrfs if not v.present)
 

@@ -21,9 +21,10 @@ DROPIN_NAME = "zz-mgmt-vrf.conf"
 # `ip netns exec` does with /etc/netns/NAME/.
 VRF_CONFIG_DIR = "/etc/mgmt-vrf"
 # Mounts the VRFs' resolv.conf again after the host's /etc/resolv.conf is replaced.
-RESOLV_UNIT_NAME = "mgmt-vrf-resolv"
-RESOLV_PATH_UNIT = f"/etc/systemd/system/{RESOLV_UNIT_NAME}.path"
-RESOLV_SERVICE_UNIT = f"/etc/systemd/system/{RESOLV_UNIT_NAME}.service"
+RESOLV_WATCH = "mgmt-vrf-resolv.path"
+RESOLV_SERVICE = "mgmt-vrf-resolv.service"
+RESOLV_PATH_UNIT = f"/etc/systemd/system/{RESOLV_WATCH}"
+RESOLV_SERVICE_UNIT = f"/etc/systemd/system/{RESOLV_SERVICE}"
 # Backups live outside the profile directories: NetworkManager would load a copy left there.
 BACKUP_DIR = "/var/lib/mgmt-vrf/backup"
 
@@ -80,11 +81,7 @@ def managed_paths(spec: HostSpec) -> list[str]:
 
 def resolv_watch(spec: HostSpec) -> list[str]:
     """The path unit that keeps the VRFs' resolv.conf mounted, when a VRF has nameservers."""
-    return (
-        [RESOLV_PATH_UNIT.rpartition("/")[2]]
-        if any(v.nameservers for v in spec.present_vrfs)
-        else []
-    )
+    return [RESOLV_WATCH] if spec.resolved_vrfs else []
 
 
 def probe_arguments(spec: HostSpec) -> dict[str, list[str]]:

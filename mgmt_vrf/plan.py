@@ -240,7 +240,6 @@ def desired_files(
 
 
 RESOLV_UNITS = (paths.RESOLV_PATH_UNIT, paths.RESOLV_SERVICE_UNIT)
-RESOLV_WATCH = posixpath.basename(paths.RESOLV_PATH_UNIT)
 
 
 def _conflicting_profiles(spec: HostSpec, state: HostState, backend: str) -> list[tuple[str, str]]:
@@ -361,9 +360,10 @@ def _resolv_watch_changes(spec: HostSpec, state: HostState, written: set[str]) -
     """Start the watch when its unit is new, changed or not running; stop it when it goes."""
     if not paths.resolv_watch(spec):
         if state.file(paths.RESOLV_PATH_UNIT).exists:
-            return [RunCommand(Run(("systemctl", "stop", RESOLV_WATCH)), "no VRF has nameservers")]
+            stop = Run(("systemctl", "stop", paths.RESOLV_WATCH))
+            return [RunCommand(stop, "no VRF has nameservers")]
         return []
-    watch = state.units.get(RESOLV_WATCH)
+    watch = state.units.get(paths.RESOLV_WATCH)
     if paths.RESOLV_PATH_UNIT in written:
         why = "it watches /etc/resolv.conf for the VRFs' programs"
     elif watch is None or watch.active_state != "active":
@@ -371,7 +371,8 @@ def _resolv_watch_changes(spec: HostSpec, state: HostState, written: set[str]) -
         why = f"it is {now}, so nothing mounts the VRFs' resolv.conf again"
     else:
         return []
-    return [RunCommand(Run(("systemctl", "restart", RESOLV_WATCH)), f"{RESOLV_WATCH}: {why}")]
+    restart = Run(("systemctl", "restart", paths.RESOLV_WATCH))
+    return [RunCommand(restart, f"{paths.RESOLV_WATCH}: {why}")]
 
 
 def _step_changes(steps: list[Step], state: HostState, guarded: bool = False) -> list[Change]:
@@ -467,6 +468,7 @@ def _restart_changes(spec: HostSpec, state: HostState, changes: list[Change]) ->
         if isinstance(c, RunCommand) and isinstance(c.command, CreateVrf)
     }
     written = _written(changes)
+    # present_vrfs, not resolved_vrfs: a VRF whose nameservers went restarts its services too.
     resolvers = frozenset(v.name for v in spec.present_vrfs if paths.resolv_conf(v.name) in written)
     return [
         RunCommand(RestartUnit(unit), why)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import posixpath
 import re
 import uuid
 from ipaddress import IPv4Address, IPv6Address
@@ -361,7 +360,7 @@ def converge_script(spec: HostSpec) -> str:
 
 
 def unit(spec: HostSpec) -> str:
-    resolv_path = posixpath.basename(paths.RESOLV_PATH_UNIT) if _resolvers(spec) else ""
+    resolv_path = paths.RESOLV_WATCH if spec.resolved_vrfs else ""
     return _render(
         "mgmt-vrf.service.j2",
         script=paths.CONVERGE_SCRIPT,
@@ -385,23 +384,24 @@ def exec_wrapper(spec: HostSpec) -> str:
         socket_matching_off=SOCKET_MATCHING_OFF,
         wrapper=paths.EXEC_WRAPPER,
         resolvers=_resolvers(spec),
-        resolv_unit=posixpath.basename(paths.RESOLV_PATH_UNIT),
+        resolv_unit=paths.RESOLV_WATCH,
     )
 
 
 def _resolvers(spec: HostSpec) -> list[tuple[str, str]]:
-    return [(v.name, paths.resolv_conf(v.name)) for v in spec.present_vrfs if v.nameservers]
+    return [(v.name, paths.resolv_conf(v.name)) for v in spec.resolved_vrfs]
 
 
 def resolv_units(spec: HostSpec) -> dict[str, str]:
     """The path unit that keeps the VRFs' resolv.conf mounted and the service it starts, or
     nothing when no VRF has nameservers."""
-    if not _resolvers(spec):
+    if not spec.resolved_vrfs:
         return {}
-    names = ", ".join(v.name for v in spec.present_vrfs if v.nameservers)
-    service = posixpath.basename(paths.RESOLV_SERVICE_UNIT)
+    names = ", ".join(v.name for v in spec.resolved_vrfs)
     return {
-        paths.RESOLV_PATH_UNIT: _render("mgmt-vrf-resolv.path.j2", vrfs=names, service=service),
+        paths.RESOLV_PATH_UNIT: _render(
+            "mgmt-vrf-resolv.path.j2", vrfs=names, service=paths.RESOLV_SERVICE
+        ),
         paths.RESOLV_SERVICE_UNIT: _render(
             "mgmt-vrf-resolv.service.j2", vrfs=names, wrapper=paths.EXEC_WRAPPER
         ),

@@ -12,7 +12,6 @@ No pyinfra import: mgmt_vrf/pyinfra/operations.py ships these scripts, tests rea
 
 from __future__ import annotations
 
-import posixpath
 from collections.abc import Iterable
 
 from . import paths
@@ -119,7 +118,7 @@ def _file_lines(spec: HostSpec, before: HostState, plan: Plan) -> list[str]:
         if paths.RESOLV_PATH_UNIT in touched_paths(plan):
             # As it was: watching with the old file, or not at all.
             action = "restart" if before.file(paths.RESOLV_PATH_UNIT).exists else "stop"
-            lines.append(f"systemctl {action} {_q(posixpath.basename(paths.RESOLV_PATH_UNIT))}")
+            lines.append(f"systemctl {action} {_q(paths.RESOLV_WATCH)}")
     if before.network_manager.running:
         lines.append("nmcli connection reload")
     return lines

@@ -130,7 +130,7 @@ def unit_problems(spec: HostSpec, state: HostState) -> list[str]:
             for w in wants
         ]
     problems = []
-    resolved = {v.name for v in spec.present_vrfs if v.nameservers}
+    resolved = {v.name for v in spec.resolved_vrfs}
     for w in wants:
         key = f"{where}: vrfs.{w.vrf}.services: {w.unit}"
         unit = state.units.get(w.unit)
